@@ -27,10 +27,19 @@ def tiny_wav2vec2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
     cfg = Wav2Vec2Config(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        conv_dim=(16, 16, 16), conv_kernel=(10, 3, 3), conv_stride=(5, 2, 2), feat_extract_norm="layer",
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, do_stable_layer_norm=True,
-        mask_time_prob=0.0, vocab_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16, 16, 16),
+        conv_kernel=(10, 3, 3),
+        conv_stride=(5, 2, 2),
+        feat_extract_norm="layer",
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        do_stable_layer_norm=True,
+        mask_time_prob=0.0,
+        vocab_size=8,
     )
     out = tmp_path_factory.mktemp("w2v2")
     Wav2Vec2Model(cfg).save_pretrained(out)
@@ -44,10 +53,23 @@ def tiny_whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import WhisperConfig, WhisperModel
 
     cfg = WhisperConfig(
-        d_model=32, encoder_layers=2, encoder_attention_heads=2, decoder_layers=1, decoder_attention_heads=2,
-        encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80, max_source_positions=1500,
-        max_target_positions=32, vocab_size=64, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-        decoder_start_token_id=3, suppress_tokens=None, begin_suppress_tokens=None,
+        d_model=32,
+        encoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_layers=1,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        num_mel_bins=80,
+        max_source_positions=1500,
+        max_target_positions=32,
+        vocab_size=64,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=3,
+        suppress_tokens=None,
+        begin_suppress_tokens=None,
     )
     out = tmp_path_factory.mktemp("whisper")
     WhisperModel(cfg).save_pretrained(out)
@@ -69,13 +91,27 @@ def tiny_st_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("st")
     bert_dir = root / "bert"
     bert_dir.mkdir()
-    words = "the a cat dog sleeps runs on sofa house le chat chien dort maison sur der die hund katze schläft".split()
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"],
-             *list("abcdefghijklmnopqrstuvwxyzäöüéèà.,!?")]
+    words = ["the", "a", "cat", "dog", "sleeps", "runs", "on", "sofa", "house", "le", "chat", "chien", "dort", "maison", "sur", "der", "die", "hund", "katze", "schläft"]
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *words,
+        *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"],
+        *list("abcdefghijklmnopqrstuvwxyzäöüéèà.,!?"),
+    ]
     (bert_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizerFast(vocab_file=str(bert_dir / "vocab.txt")).save_pretrained(bert_dir)
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64)
+    cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     BertModel(cfg).save_pretrained(bert_dir)
     word = models.Transformer(str(bert_dir), max_seq_length=32)
     pool = models.Pooling(32, pooling_mode="cls")

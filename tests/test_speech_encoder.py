@@ -20,7 +20,9 @@ def backbone_dir(request: pytest.FixtureRequest, tiny_wav2vec2_dir: Path, tiny_w
 
 @pytest.fixture()
 def model(backbone_dir: Path) -> SpeechEncoder:
-    return SpeechEncoder.from_backbone(str(backbone_dir), dim=24, space_id="test-24", teacher="tiny-st").eval()
+    return SpeechEncoder.from_backbone(
+        str(backbone_dir), dim=24, space_id="test-24", teacher="tiny-st"
+    ).eval()
 
 
 def test_shapes_dtypes_norms_and_order(model: SpeechEncoder, rng: np.random.Generator) -> None:

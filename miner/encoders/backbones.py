@@ -59,9 +59,9 @@ class Wav2Vec2Backbone(Backbone):
 
     backbone_type = "wav2vec2"
 
-    def __init__(self, model: nn.Module, do_normalize: bool = True):
+    def __init__(self, model: Any, do_normalize: bool = True):
         super().__init__()
-        self.model = model
+        self.model: Any = model
         self.config = model.config
         self.hidden_size = int(model.config.hidden_size)
         self.do_normalize = do_normalize
@@ -103,22 +103,27 @@ class WhisperEncoderBackbone(Backbone):
 
     backbone_type = "whisper"
 
-    def __init__(self, encoder: nn.Module):
+    def __init__(self, encoder: Any):
         super().__init__()
         from transformers import WhisperFeatureExtractor
 
-        self.encoder = encoder
+        self.encoder: Any = encoder  # transformers module: attribute access is dynamic
         self.config = encoder.config
         self.hidden_size = int(encoder.config.d_model)
         # Built from numbers, never fetched: the mel filter bank is computed locally.
-        self.features = WhisperFeatureExtractor(feature_size=int(encoder.config.num_mel_bins), sampling_rate=16000)
+        self.features = WhisperFeatureExtractor(
+            feature_size=int(encoder.config.num_mel_bins), sampling_rate=16000
+        )
         self.mask_time_prob = 0.0  # SpecAugment-style time masking, set by the trainer
         self.mask_time_length = 10
 
     def log_mel(self, wav: np.ndarray) -> np.ndarray:
         """Log-mel features of one clip at its own length: float32 (n_mels, len(wav) // 160)."""
         feats = self.features(
-            np.asarray(wav, dtype=np.float32), sampling_rate=16000, padding="longest", truncation=False,
+            np.asarray(wav, dtype=np.float32),
+            sampling_rate=16000,
+            padding="longest",
+            truncation=False,
             return_tensors="np",
         ).input_features[0]
         return feats.astype(np.float32)
@@ -150,7 +155,10 @@ class WhisperEncoderBackbone(Backbone):
         return chunks, chunk_lengths, n_chunks
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        feats, lengths = inputs["input_features"], inputs["feature_lengths"].to(inputs["input_features"].device)
+        feats, lengths = (
+            inputs["input_features"],
+            inputs["feature_lengths"].to(inputs["input_features"].device),
+        )
         batch = feats.shape[0]
         feats, lengths, n_chunks = self._chunk(feats, lengths)
         enc = self.encoder
@@ -196,7 +204,13 @@ def _time_mask(feats: torch.Tensor, lengths: torch.Tensor, prob: float, span: in
 
     b, _, f = feats.shape
     attn = (torch.arange(f)[None, :] < lengths.cpu()[:, None]).long()
-    idx = _compute_mask_indices((b, f), mask_prob=prob, mask_length=span, attention_mask=attn, min_masks=0)
+    idx = _compute_mask_indices(
+        (b, f),
+        mask_prob=prob,
+        mask_length=span,
+        attention_mask=attn,  # type: ignore[arg-type]
+        min_masks=0,
+    )
     keep = ~torch.from_numpy(idx).to(feats.device)
     return feats * keep[:, None, :].to(feats.dtype)
 
@@ -238,7 +252,10 @@ def build_backbone(backbone_type: str, config: dict[str, Any]) -> Backbone:
 
 def detect_backbone_type(config: dict[str, Any]) -> str:
     model_type = config.get("model_type", "")
-    if model_type in ("wav2vec2", "wav2vec2-conformer", "hubert", "data2vec-audio") or "wav2vec2" in model_type:
+    if (
+        model_type in ("wav2vec2", "wav2vec2-conformer", "hubert", "data2vec-audio")
+        or "wav2vec2" in model_type
+    ):
         return "wav2vec2"
     if model_type == "whisper":
         return "whisper"
@@ -273,8 +290,10 @@ def load_pretrained_backbone(name_or_path: str) -> Backbone:
                 state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             missing, unexpected = backbone.model.load_state_dict(state, strict=False)
             if unexpected or [m for m in missing if "masked_spec_embed" not in m]:
-                raise ValueError(f"weights in {folder} do not fit the wav2vec2 config: missing {missing[:5]}, "
-                                 f"unexpected {unexpected[:5]}")
+                raise ValueError(
+                    f"weights in {folder} do not fit the wav2vec2 config: missing {missing[:5]}, "
+                    f"unexpected {unexpected[:5]}"
+                )
         return backbone
     # Hub id: the real loading path for users with a model hub (never taken offline).
     from transformers import AutoConfig

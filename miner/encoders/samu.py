@@ -86,8 +86,10 @@ class SpeechEncoderConfig:
         if data.get("model_type") != MODEL_TYPE:
             raise ValueError(f"not a SAMU speech encoder config (model_type={data.get('model_type')!r})")
         if int(data.get("format_version", 0)) > FORMAT_VERSION:
-            raise ValueError(f"model format version {data['format_version']} is newer than this code "
-                             f"({FORMAT_VERSION}): upgrade samu-miner")
+            raise ValueError(
+                f"model format version {data['format_version']} is newer than this code "
+                f"({FORMAT_VERSION}): upgrade samu-miner"
+            )
         names = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -111,8 +113,12 @@ class SpeechEncoder(nn.Module):
         source = backbone if isinstance(backbone, str) else None
         bb = load_pretrained_backbone(backbone) if isinstance(backbone, str) else backbone
         config = SpeechEncoderConfig(
-            backbone_type=bb.backbone_type, backbone_config=bb.config.to_dict(), dim=int(dim),
-            space_id=space_id, teacher=teacher, backbone_source=source,
+            backbone_type=bb.backbone_type,
+            backbone_config=bb.config.to_dict(),
+            dim=int(dim),
+            space_id=space_id,
+            teacher=teacher,
+            backbone_source=source,
         )
         torch.manual_seed(seed)
         return cls(bb, config)
@@ -149,13 +155,19 @@ class SpeechEncoder(nn.Module):
             if not config.backbone_source:
                 raise ValueError(f"{folder} holds only head weights but its config names no backbone_source")
             source = config.backbone_source
-            if not source.startswith("offline:") and not Path(source).is_absolute() and (folder / source).is_dir():
+            if (
+                not source.startswith("offline:")
+                and not Path(source).is_absolute()
+                and (folder / source).is_dir()
+            ):
                 source = str(folder / source)
             model = cls(load_pretrained_backbone(source), config)
             missing, unexpected = model.load_state_dict(load_file(str(folder / HEAD_WEIGHTS)), strict=False)
             head_missing = [k for k in missing if not k.startswith("backbone.")]
             if head_missing or unexpected:
-                raise ValueError(f"head weights in {folder} do not fit: missing {head_missing}, unexpected {unexpected}")
+                raise ValueError(
+                    f"head weights in {folder} do not fit: missing {head_missing}, unexpected {unexpected}"
+                )
         else:
             raise FileNotFoundError(f"no {FULL_WEIGHTS} or {HEAD_WEIGHTS} in {folder}")
         model.eval()
@@ -175,7 +187,9 @@ class SpeechEncoder(nn.Module):
         if not include_backbone:
             state = {k: v for k, v in state.items() if not k.startswith("backbone.")}
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        save_file(state, str(tmp / (FULL_WEIGHTS if include_backbone else HEAD_WEIGHTS)), metadata={"format": "pt"})
+        save_file(
+            state, str(tmp / (FULL_WEIGHTS if include_backbone else HEAD_WEIGHTS)), metadata={"format": "pt"}
+        )
         (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2, sort_keys=True))
         if out.exists():  # replace the old folder only once the new one is complete
             old = out.with_name(f".{out.name}.old")
@@ -197,7 +211,9 @@ class SpeechEncoder(nn.Module):
 
     @property
     def model_id(self) -> str:
-        return str(self.config.extra.get("model_id", f"samu-{self.config.backbone_type}-{self.config.space_id}"))
+        return str(
+            self.config.extra.get("model_id", f"samu-{self.config.backbone_type}-{self.config.space_id}")
+        )
 
     @property
     def device(self) -> torch.device:
@@ -242,7 +258,9 @@ class SpeechEncoder(nn.Module):
         batches = list(length_sorted_batches([len(w) for w in waveforms], batch_size))
         with torch.inference_mode():
             for idx in tqdm(batches, desc="embed speech", unit="batch", disable=not progress):
-                inputs = {k: v.to(device) for k, v in self.backbone.prepare([waveforms[i] for i in idx]).items()}
+                inputs = {
+                    k: v.to(device) for k, v in self.backbone.prepare([waveforms[i] for i in idx]).items()
+                }
                 if autocast is not None:
                     with autocast:
                         z = self(inputs)

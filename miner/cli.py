@@ -1,0 +1,57 @@
+"""`miner`: one command line, one subcommand per pipeline stage. Heavy imports happen inside the commands."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+
+from miner import __version__
+from miner.commands.embed import embed_app
+
+app = typer.Typer(
+    name="miner",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Speech-translation bitext mining with SAMU-XLSR: embed, index, search, mine, train, evaluate, serve.",
+)
+app.add_typer(embed_app, name="embed")
+
+
+@app.callback()
+def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Console entry point: domain errors become one clear line and exit code 2, never a stack trace."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from miner.errors import USER_ERRORS
+
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except USER_ERRORS as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except Exception as exc:
+        # Usage errors (bad option, missing file) from Typer's click layer: show the usage line, not a trace.
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

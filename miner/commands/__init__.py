@@ -1,0 +1,1 @@
+"""CLI command modules: each maps one subcommand group to the library functions (imports stay lazy)."""
