@@ -16,8 +16,9 @@ _KNOWN_SPACES = {
 }
 
 
-class SpaceMismatchError(ValueError):
-    """Two embeddings, models or indexes from different embedding spaces were about to be mixed."""
+from index.manifest import SpaceMismatchError  # one exception type for the whole project (index <- miner)
+
+__all__ = ["SpaceMismatchError", "check_same_space", "space_id_for"]
 
 
 def space_id_for(model_id: str, dim: int) -> str:
@@ -38,7 +39,11 @@ def space_id_for(model_id: str, dim: int) -> str:
 
 
 def check_same_space(
-    space_a: str, space_b: str, what_a: str = "query", what_b: str = "index", dim_a: int | None = None,
+    space_a: str,
+    space_b: str,
+    what_a: str = "query",
+    what_b: str = "index",
+    dim_a: int | None = None,
     dim_b: int | None = None,
 ) -> None:
     """Raise :class:`SpaceMismatchError` naming both spaces when they differ (or their dims do).

@@ -1,0 +1,645 @@
+"""Write a database folder: vectors -> faiss shards (+ metadata rows -> store), resumable and reproducible.
+
+Commit protocol for shard ``i`` (every file through a temp name and ``os.replace``)::
+
+    1. shard_0000i.faiss         the shard's index (a clone of the trained empty index + its vectors)
+    2. store.sqlite              one transaction: the shard's rows, its duplicates and a progress row
+    3. manifest.json             lists shard i: from here on the shard exists
+
+A run killed anywhere restarts from the manifest: shards it lists are skipped (the caller skips
+:meth:`ShardWriter.completed_count` input items), a shard file not listed is rewritten with the same bytes,
+and store rows committed for a shard the manifest does not list yet are kept rather than written twice, so the
+finished folder is byte-identical to that of an uninterrupted run (``created`` aside, which the first run
+sets; pass ``created`` to pin it). Nothing in a shard file depends on the clock.
+
+IVF / PQ factories are trained once, on the first ``train_size`` vectors of the stream (or on a sample given
+to :meth:`ShardWriter.train`), and saved as ``trained.faiss``: every shard is a clone of it, so all shards
+share centroids. Their nprobe is tuned at :meth:`ShardWriter.close` against exact search on a sample of
+queries, and stored in the manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from index.factory import choose_factory, make_index, parse_factory, tune_nprobe
+from index.manifest import (
+    MANIFEST_FILE,
+    TRAINED_FILE,
+    IndexFormatError,
+    Manifest,
+    ShardInfo,
+    atomic_write_bytes,
+    sha256_file,
+)
+from index.store import STORE_FILE, Store
+
+logger = logging.getLogger(__name__)
+
+SHARD_FILE = "shard_{:05d}.faiss"
+_TUNE_QUERIES = ".tune_queries.npy"
+_TUNE_PART = ".tune_{:05d}.npy"
+_TEMP = re.compile(r"^\..*\.tmp$")
+
+
+def prepare_vectors(vectors: Any, dim: int) -> np.ndarray:
+    """Validate embeddings and return an L2-normalised float32 copy.
+
+    Args:
+        vectors: (n, dim) array-like of real numbers.
+        dim: the expected dimension.
+
+    Returns:
+        (n, dim) float32 C-contiguous array whose rows have unit L2 norm.
+
+    Raises:
+        ValueError: wrong shape or dim, non-finite values, or an all-zero row (it has no direction).
+    """
+    x = np.asarray(vectors)
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise ValueError(f"vectors have shape {x.shape}; expected (n, {dim})")
+    if not np.issubdtype(x.dtype, np.floating) and not np.issubdtype(x.dtype, np.integer):
+        raise ValueError(f"vectors have dtype {x.dtype}; expected float32")
+    x = np.array(x, dtype=np.float32, order="C", copy=True)
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        raise ValueError(f"vector row {int(np.argmin(finite))} has NaN or inf values; fix the encoder output")
+    faiss.normalize_L2(x)
+    zero = ~(np.abs(x).sum(axis=1) > 0)
+    if zero.any():
+        raise ValueError(f"vector row {int(np.argmax(zero))} is all zeros and cannot be L2-normalised")
+    return x
+
+
+@dataclass
+class _Chunk:
+    """Vectors waiting to be added, with their rows and the duplicates seen among them."""
+
+    vectors: np.ndarray
+    rows: list[dict[str, Any]] | None
+    dups: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (index of the next new item, row)
+
+
+class ShardWriter:
+    """Stream vectors (and their metadata rows) into a sharded database folder.
+
+    Example::
+
+        with ShardWriter(folder, 768, "Flat", space_id="labse-768", encoder_id="LaBSE") as w:
+            skip = w.completed_count()          # > 0 when resuming: skip that many input items
+            for batch in batches(items[skip:]):
+                w.add(embed(batch), rows=[s.to_dict() for s in batch])
+
+    Args:
+        folder: the database folder (created; an existing unfinished build in it is resumed).
+        dim: vector dimension.
+        factory: a faiss factory string (see :func:`index.factory.parse_factory`) or ``"auto"`` (then
+            ``expected_count`` and ``memory_budget_bytes`` pick one with :func:`index.factory.choose_factory`).
+        space_id: embedding space id of the vectors (e.g. ``labse-768``).
+        encoder_id: model id or path of the encoder that made them.
+        kind: ``"text"`` or ``"speech"``.
+        name: database name (default: the folder's name).
+        shard_size: vectors per shard file.
+        store: write ``store.sqlite`` from the rows given to :meth:`add`.
+        dedup: store exact duplicate texts once (text databases; needs ``store``).
+        train_size: vectors to train IVF / PQ on (default: 64 per list, at least 10,000 for PQ).
+        tune_queries: number of stream vectors to tune nprobe with (0 disables tuning), or a (nq, dim) array
+            of held-out queries.
+        tune_k: the k of the recall@k that tuning targets.
+        target_recall: recall@k that the stored nprobe reaches.
+        seed: seed of the query sample.
+        created: ISO time to record as the creation time (default: now, on the first run only).
+        extra: free-form JSON-able metadata kept in the manifest.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        dim: int,
+        factory: str = "Flat",
+        *,
+        space_id: str,
+        encoder_id: str = "",
+        kind: str = "text",
+        name: str | None = None,
+        shard_size: int = 500_000,
+        store: bool = True,
+        dedup: bool = False,
+        train_size: int | None = None,
+        tune_queries: int | np.ndarray = 1000,
+        tune_k: int = 10,
+        target_recall: float = 0.95,
+        seed: int = 0,
+        expected_count: int | None = None,
+        memory_budget_bytes: int | None = None,
+        created: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.folder = Path(folder)
+        if dim <= 0:
+            raise ValueError(f"dim={dim}: must be positive")
+        if shard_size <= 0:
+            raise ValueError(f"shard_size={shard_size}: must be positive")
+        if dedup and not store:
+            raise ValueError("dedup=True needs store=True (duplicates are found through the store)")
+        if kind not in ("text", "speech"):
+            raise ValueError(f"kind={kind!r}: use 'text' or 'speech'")
+        if factory == "auto":
+            if not expected_count or not memory_budget_bytes:
+                raise ValueError("factory='auto' needs expected_count and memory_budget_bytes")
+            choice = choose_factory(expected_count, dim, memory_budget_bytes)
+            logger.info("factory %s (%s)", choice.factory, choice.reason)
+            factory = choice.factory
+        parts = parse_factory(factory)
+        self.dim = dim
+        self.factory = factory
+        self.nlist: int | None = parts["nlist"]
+        self.shard_size = shard_size
+        self.dedup = dedup
+        self.tune_k = tune_k
+        self.target_recall = target_recall
+        if train_size is None and self.nlist:
+            train_size = max(64 * self.nlist, 10_000 if parts.get("codes") == "PQ" else 0)
+        self.train_size = int(train_size or 0)
+        self._given_queries: np.ndarray | None = None
+        n_queries = 0
+        if isinstance(tune_queries, np.ndarray):
+            self._given_queries = prepare_vectors(tune_queries, dim)
+            n_queries = len(self._given_queries)
+        else:
+            n_queries = int(tune_queries)
+        self._tuning = self.nlist is not None and n_queries > 0
+        self._n_queries = n_queries
+        self._seed = seed
+        build = {
+            "shard_size": shard_size,
+            "store": store,
+            "dedup": dedup,
+            "train_size": self.train_size,
+            "tune_queries": "given" if self._given_queries is not None else n_queries,
+            "tune_k": tune_k,
+            "target_recall": target_recall,
+            "seed": seed,
+        }
+        wanted = Manifest(
+            name=name or self.folder.name,
+            kind=kind,
+            dim=dim,
+            space_id=space_id,
+            encoder_id=encoder_id,
+            factory=factory,
+            nlist=self.nlist,
+            created=created or datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+            build=build,
+            extra=dict(extra or {}),
+        )
+        self.manifest = self._open_folder(wanted)
+        self._store: Store | None = None
+        if store:
+            path = self.folder / STORE_FILE
+            try:  # a file left without tables by a run killed while creating it is initialised afresh
+                self._store = Store.create(path, kind)
+            except FileExistsError:
+                self._store = Store.open(path, readonly=False)
+        self._template: faiss.Index | None = self._load_trained()
+        self._queries: np.ndarray | None = self._load_queries()
+        self._pending: list[_Chunk] = []
+        self._pending_n = 0
+        self._pending_texts: dict[str, int] = {}
+        self._next_id = self.manifest.ntotal  # next global id to assign
+        self._shard: faiss.Index | None = None
+        self._open_shard()
+        self._t0 = time.perf_counter()
+        self._added_since = 0
+
+    # -- public API -------------------------------------------------------------------------------------
+
+    def completed_count(self) -> int:
+        """Input items (duplicates included) already committed: a resumed caller skips that many."""
+        return self.manifest.inputs
+
+    @property
+    def ntotal(self) -> int:
+        """Vectors accepted so far (committed or not)."""
+        return self._next_id
+
+    def duplicate_mask(self, texts: list[str]) -> np.ndarray:
+        """(n,) bool: True for texts that :meth:`add` would drop as duplicates (changes nothing).
+
+        Lets a caller skip encoding duplicates: pass :meth:`add` the vectors of the False rows only.
+        """
+        if not self.dedup:
+            return np.zeros(len(texts), dtype=bool)
+        return np.array([k is not None for k in self._lookup(texts)], dtype=bool)
+
+    def train(self, sample: np.ndarray) -> None:
+        """Train the IVF / PQ quantizers on ``sample`` ((n, dim) float) instead of the stream's head.
+
+        No-op for Flat, and when ``trained.faiss`` exists (a resumed build keeps its centroids).
+        """
+        if self.nlist is None or self._template is not None:
+            return
+        self._train(prepare_vectors(sample, self.dim))
+        self._drain()
+
+    def add(self, vectors: np.ndarray, rows: list[dict[str, Any]] | None = None) -> int:
+        """Add a batch.
+
+        Args:
+            vectors: (n, dim) float embeddings (normalised here), or with ``dedup`` the vectors of the rows
+                that :meth:`duplicate_mask` marks False only.
+            rows: one metadata dict per input item (``text``, ``id`` (-> ``ext_id``), ``source``, ``line``,
+                ``lang`` / ``path``, ``start``, ``duration``...); required when the writer has a store.
+
+        Returns:
+            Number of vectors accepted (duplicates excluded).
+        """
+        if self.manifest.complete:
+            raise ValueError(f"{self.folder}: the database is complete; build a new one to add vectors")
+        x = prepare_vectors(vectors, self.dim)
+        if self._store is None and rows is not None:
+            raise ValueError("rows given but this writer has no store; pass store=True to keep them")
+        if self._store is not None and rows is None:
+            raise ValueError(
+                "rows are required: this writer keeps a store (pass store=False for vectors only)"
+            )
+        if rows is None:
+            chunk = _Chunk(vectors=x, rows=None)
+        else:
+            rows = [_row(r) for r in rows]
+            kept: list[int | None] = [None] * len(rows)
+            if self.dedup:
+                texts = [r.get("text") for r in rows]
+                if any(not isinstance(t, str) for t in texts):
+                    raise ValueError("dedup needs a 'text' string in every row")
+                kept = self._lookup(texts)  # type: ignore[arg-type]
+            is_new = np.array([k is None for k in kept], dtype=bool)
+            n_new = int(is_new.sum())
+            if len(x) == len(rows):
+                x = x[is_new] if n_new < len(rows) else x
+            elif len(x) != n_new or not self.dedup:
+                raise ValueError(
+                    f"got {len(x)} vectors but {len(rows)} rows ({n_new} new); pass one vector per row, or with "
+                    "dedup one per row that duplicate_mask marks False"
+                )
+            chunk = _Chunk(vectors=x, rows=[])
+            for r, k in zip(rows, kept, strict=True):
+                if k is None:
+                    r["id"] = self._next_id + len(chunk.rows)  # type: ignore[arg-type]
+                    if self.dedup:
+                        self._pending_texts[r["text"]] = r["id"]
+                    chunk.rows.append(r)  # type: ignore[union-attr]
+                else:
+                    chunk.dups.append((len(chunk.rows), {**r, "id": k}))  # type: ignore[arg-type]
+        self._next_id += len(chunk.vectors)
+        self._pending.append(chunk)
+        self._pending_n += len(chunk.vectors)
+        if self._template is None and self._pending_n >= self.train_size:
+            self._train(np.concatenate([c.vectors for c in self._pending])[: self.train_size])
+        self._drain()
+        return len(chunk.vectors)
+
+    def close(self) -> Manifest:
+        """Flush the last shard, tune nprobe, mark the manifest complete and return it."""
+        if not self.manifest.complete:
+            if self._template is None and self._pending_n:
+                self._train(np.concatenate([c.vectors for c in self._pending])[: self.train_size])
+            self._drain()
+            if self._cur_count or self._cur_inputs:
+                self._flush()
+            if self.manifest.ntotal == 0:
+                logger.warning("%s: no vectors were added; the database is empty", self.folder)
+            self._finish()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        for p in self.folder.iterdir():
+            if (
+                p.name == _TUNE_QUERIES
+                or (p.name.startswith(".tune_") and p.suffix == ".npy")
+                or _TEMP.match(p.name)
+            ):
+                p.unlink()
+        return self.manifest
+
+    def abort(self) -> None:
+        """Stop without finishing: the uncommitted shard is dropped; the folder stays resumable."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    # -- folder state -----------------------------------------------------------------------------------
+
+    def _open_folder(self, wanted: Manifest) -> Manifest:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for p in self.folder.iterdir():
+            if _TEMP.match(p.name):  # leftovers of a killed os.replace-based write
+                p.unlink()
+        if not (self.folder / MANIFEST_FILE).exists():
+            ours = {STORE_FILE, TRAINED_FILE, STORE_FILE + "-journal", _TUNE_QUERIES}
+            strays = [
+                p.name
+                for p in self.folder.iterdir()
+                if p.name not in ours and not p.name.startswith(".tune_")
+            ]
+            if strays:
+                raise FileExistsError(
+                    f"{self.folder} is not empty ({sorted(strays)[:5]}) and has no {MANIFEST_FILE}: choose an "
+                    "empty folder for a new database"
+                )
+            wanted.save(self.folder)
+            return wanted
+        have = Manifest.load(self.folder)
+        diffs = [
+            f"{key}: folder has {getattr(have, key)!r}, asked {getattr(wanted, key)!r}"
+            for key in ("kind", "dim", "space_id", "encoder_id", "factory")
+            if getattr(have, key) != getattr(wanted, key)
+        ]
+        diffs += [
+            f"build.{key}: folder has {have.build.get(key)!r}, asked {value!r}"
+            for key, value in wanted.build.items()
+            if have.build.get(key) != value
+        ]
+        if diffs:
+            raise IndexFormatError(
+                f"{self.folder / MANIFEST_FILE} holds a build with other settings ({'; '.join(diffs)}); resume "
+                "it with the same settings or use another folder"
+            )
+        if not have.complete:
+            logger.info("%s: resuming after %d shards (%d items)", self.folder, len(have.shards), have.inputs)
+        return have
+
+    def _load_trained(self) -> faiss.Index | None:
+        if self.nlist is None:
+            return make_index(self.factory, self.dim)
+        path = self.folder / TRAINED_FILE
+        if not path.exists():
+            if self.manifest.shards:
+                raise IndexFormatError(
+                    f"{path} is missing but shards exist; the folder is damaged: rebuild it"
+                )
+            return None
+        try:
+            return faiss.read_index(str(path))
+        except RuntimeError as exc:
+            raise IndexFormatError(
+                f"{path}: cannot read the trained index ({exc}); rebuild the database"
+            ) from exc
+
+    def _load_queries(self) -> np.ndarray | None:
+        if not self._tuning:
+            return None
+        if self._given_queries is not None:
+            return self._given_queries
+        path = self.folder / _TUNE_QUERIES
+        if self._template is not None and path.exists():
+            return np.load(path, allow_pickle=False)
+        return None
+
+    # -- internals --------------------------------------------------------------------------------------
+
+    def _lookup(self, texts: list[str]) -> list[int | None]:
+        """Kept id for each text seen before (stored, pending, or earlier in ``texts``), None for new texts."""
+        # below=next id: a resumed build must not find the rows it is about to re-add
+        stored = self._store.find_texts(texts, below=self._next_id) if self._store else [None] * len(texts)
+        first_in_batch: dict[str, int] = {}
+        nxt = self._next_id
+        out: list[int | None] = []
+        for t, s in zip(texts, stored, strict=True):
+            k = self._pending_texts.get(t, s)
+            if k is None:
+                k = first_in_batch.get(t)
+            if k is None:
+                first_in_batch[t] = nxt
+                nxt += 1
+            out.append(k)
+        return out
+
+    def _train(self, sample: np.ndarray) -> None:
+        assert self.nlist is not None
+        if len(sample) < self.nlist:
+            raise ValueError(
+                f"factory {self.factory} needs at least {self.nlist} training vectors, got {len(sample)}: use "
+                "'Flat' or fewer lists for this few vectors"
+            )
+        if self._tuning and self._queries is None:
+            # saved before trained.faiss: a folder with trained.faiss always has its queries
+            rng = np.random.default_rng(self._seed)
+            nq = min(self._n_queries, len(sample))
+            self._queries = np.ascontiguousarray(sample[np.sort(rng.choice(len(sample), nq, replace=False))])
+            _save_npy(self.folder / _TUNE_QUERIES, self._queries)
+        t0 = time.perf_counter()
+        index = make_index(self.factory, self.dim)
+        index.train(sample)
+        _write_index(index, self.folder / TRAINED_FILE)
+        logger.info("trained %s on %d vectors in %.1f s", self.factory, len(sample), time.perf_counter() - t0)
+        self._template = index
+        self._open_shard()
+
+    def _open_shard(self) -> None:
+        """Start the shard numbered len(manifest.shards)."""
+        self._shard_no = len(self.manifest.shards)
+        self._cur_first = self.manifest.ntotal
+        self._cur_count = 0
+        self._cur_inputs = 0
+        self._shard = faiss.clone_index(self._template) if self._template is not None else None
+        self._gt: faiss.ResultHeap | None = None
+        # rows already committed by a killed run (store ahead of the manifest) are not written twice
+        self._store_done = self._store is not None and self._store.shard_done(self._shard_no)
+
+    def _drain(self) -> None:
+        if self._template is None:
+            return
+        while self._pending:
+            chunk = self._pending.pop(0)
+            self._pending_n -= len(chunk.vectors)
+            self._add_chunk(chunk)
+
+    def _add_chunk(self, chunk: _Chunk) -> None:
+        m = len(chunk.vectors)
+        j = 0
+        d = 0
+        while True:
+            # duplicates seen before new item j belong to the shard that is open now
+            while d < len(chunk.dups) and chunk.dups[d][0] <= j:
+                self._put_dup(chunk.dups[d][1])
+                d += 1
+            if j == m:
+                break
+            if self._cur_count == self.shard_size:
+                self._flush()
+            take = min(m - j, self.shard_size - self._cur_count)
+            self._put(
+                chunk.vectors[j : j + take], chunk.rows[j : j + take] if chunk.rows is not None else None
+            )
+            j += take
+
+    def _put(self, x: np.ndarray, rows: list[dict[str, Any]] | None) -> None:
+        assert self._shard is not None
+        self._shard.add(x)
+        if self._queries is not None:
+            if self._gt is None:
+                self._gt = faiss.ResultHeap(len(self._queries), self.tune_k, keep_max=True)
+            k = min(self.tune_k, len(x))
+            dist, ids = faiss.knn(self._queries, x, k, metric=faiss.METRIC_INNER_PRODUCT)
+            self._gt.add_result(dist, ids + (self._cur_first + self._cur_count))
+        if rows is not None and self._store is not None:
+            if not self._store_done:
+                self._store.begin()  # one transaction per shard, committed by _flush
+                self._store.add_many(rows)
+            for r in rows:
+                if "text" in r:
+                    self._pending_texts.pop(r["text"], None)
+        self._cur_count += len(x)
+        self._cur_inputs += len(x)
+        self._added_since += len(x)
+        if self._added_since >= 100_000:
+            rate = self._added_since / max(1e-9, time.perf_counter() - self._t0)
+            logger.info(
+                "%s: %d vectors, %.0f vectors/s", self.folder.name, self._cur_first + self._cur_count, rate
+            )
+            self._t0, self._added_since = time.perf_counter(), 0
+
+    def _put_dup(self, row: dict[str, Any]) -> None:
+        seq = self.manifest.inputs + self._cur_inputs
+        if self._store is not None and not self._store_done:
+            self._store.begin()
+            self._store.add_duplicates([{**row, "seq": seq}])
+        self._cur_inputs += 1
+
+    def _flush(self) -> None:
+        """Commit the open shard: shard file, then store transaction, then manifest."""
+        assert self._shard is not None
+        no = self._shard_no
+        path = self.folder / SHARD_FILE.format(no)
+        _write_index(self._shard, path)
+        if self._queries is not None:
+            if self._gt is None:
+                self._gt = faiss.ResultHeap(len(self._queries), self.tune_k, keep_max=True)
+            self._gt.finalize()
+            _save_npy(
+                self.folder / _TUNE_PART.format(no), np.stack([self._gt.D.astype(np.float64), self._gt.I])
+            )
+        if self._store is not None:
+            if not self._store_done:
+                self._store.begin()
+                self._store.mark_shard(no, self._cur_first, self._cur_count, self._cur_inputs)
+            self._store.commit()
+        info = ShardInfo(
+            SHARD_FILE.format(no), self._cur_first, self._cur_count, sha256_file(path), self._cur_inputs
+        )
+        self.manifest.shards.append(info)
+        self.manifest.save(self.folder)
+        logger.info("%s: shard %d committed (%d vectors)", self.folder.name, no, self._cur_count)
+        self._open_shard()
+
+    def _finish(self) -> None:
+        if self.nlist is not None:
+            self.manifest.nprobe = max(1, self.nlist // 16)
+            if self._queries is not None and self.manifest.ntotal:
+                self._tune()
+        self.manifest.complete = True
+        self.manifest.save(self.folder)
+
+    def _tune(self) -> None:
+        from index.sharded import ShardedIndex  # build <- sharded would be a cycle at import time
+
+        assert self._queries is not None
+        heap = faiss.ResultHeap(len(self._queries), self.tune_k, keep_max=True)
+        for no in range(len(self.manifest.shards)):
+            part = np.load(self.folder / _TUNE_PART.format(no), allow_pickle=False)
+            heap.add_result(part[0].astype(np.float32), part[1].astype(np.int64))
+        heap.finalize()
+        k = min(self.tune_k, self.manifest.ntotal)
+        sharded = ShardedIndex.load(self.folder, allow_incomplete=True)
+        result = tune_nprobe(
+            sharded, self._queries, k=k, target_recall=self.target_recall, gt_ids=heap.I[:, :k]
+        )
+        self.manifest.nprobe = result.nprobe
+        self.manifest.build["tuning"] = {
+            "queries": len(self._queries),
+            "k": k,
+            "recall_at_1": round(result.recall_at_1, 6),
+            "recall_at_k": round(result.recall_at_k, 6),
+        }
+
+
+def build_index(
+    folder: str | os.PathLike[str],
+    vectors: np.ndarray,
+    rows: list[dict[str, Any]] | None = None,
+    *,
+    batch_size: int = 65_536,
+    **writer_kwargs: Any,
+) -> Manifest:
+    """Build (or resume) a database from in-memory vectors: :class:`ShardWriter` fed in batches.
+
+    Args:
+        folder: database folder.
+        vectors: (n, dim) float embeddings.
+        rows: n metadata dicts (required unless ``store=False``).
+        batch_size: vectors per :meth:`ShardWriter.add` call.
+        **writer_kwargs: passed to :class:`ShardWriter` (``space_id`` is required; ``factory`` defaults to Flat).
+
+    Returns:
+        The manifest of the finished database.
+    """
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2:
+        raise ValueError(f"vectors have shape {vectors.shape}; expected (n, dim)")
+    with ShardWriter(folder, vectors.shape[1], **writer_kwargs) as writer:
+        if writer.dedup:
+            raise ValueError("build_index cannot resume a deduplicating build by position; use ShardWriter")
+        start = writer.completed_count()
+        for i in range(start, len(vectors), batch_size):
+            writer.add(vectors[i : i + batch_size], rows[i : i + batch_size] if rows is not None else None)
+    return writer.manifest
+
+
+def _row(row: Any) -> dict[str, Any]:
+    """A store row from a dict or a record with ``to_dict`` (Sentence, Segment); ``id`` becomes ``ext_id``."""
+    data = dict(row.to_dict() if hasattr(row, "to_dict") else row)
+    if "id" in data:
+        ext = data.pop("id")
+        data.setdefault("ext_id", ext)
+    return data
+
+
+def _write_index(index: faiss.Index, path: Path) -> None:
+    """faiss.write_index through a temp file in the same folder, fsync and os.replace."""
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        faiss.write_index(index, str(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
