@@ -144,8 +144,10 @@ class ShardWriter:
         memory_budget_bytes: int | None = None,
         created: str | None = None,
         extra: dict[str, Any] | None = None,
+        append: bool = False,
     ) -> None:
         self.folder = Path(folder)
+        self._append = append
         if dim <= 0:
             raise ValueError(f"dim={dim}: must be positive")
         if shard_size <= 0:
@@ -204,6 +206,8 @@ class ShardWriter:
             extra=dict(extra or {}),
         )
         self.manifest = self._open_folder(wanted)
+        if "append_base" in self.manifest.extra:
+            self._tuning = False
         self._store: Store | None = None
         if store:
             path = self.folder / STORE_FILE
@@ -225,8 +229,11 @@ class ShardWriter:
     # -- public API -------------------------------------------------------------------------------------
 
     def completed_count(self) -> int:
-        """Input items (duplicates included) already committed: a resumed caller skips that many."""
-        return self.manifest.inputs
+        """Input items (duplicates included) already committed: a resumed caller skips that many.
+
+        When appending, only the items of this append count (the base database's are not the caller's input).
+        """
+        return self.manifest.inputs - int(self.manifest.extra.get("append_base", 0))
 
     @property
     def ntotal(self) -> int:
@@ -384,7 +391,13 @@ class ShardWriter:
                 f"{self.folder / MANIFEST_FILE} holds a build with other settings ({'; '.join(diffs)}); resume "
                 "it with the same settings or use another folder"
             )
-        if not have.complete:
+        if have.complete and self._append:
+            # Appending reopens a finished database: new shards follow, with the same trained quantizer.
+            have.complete = False
+            have.extra["append_base"] = have.inputs
+            have.save(self.folder)
+            logger.info("%s: appending after %d shards (%d items)", self.folder, len(have.shards), have.inputs)
+        elif not have.complete:
             logger.info("%s: resuming after %d shards (%d items)", self.folder, len(have.shards), have.inputs)
         return have
 
@@ -553,7 +566,13 @@ class ShardWriter:
         self._open_shard()
 
     def _finish(self) -> None:
-        if self.nlist is not None:
+        if "append_base" in self.manifest.extra:
+            # The tuning sample of the first build is gone; the stored nprobe stays (logged, not re-tuned).
+            del self.manifest.extra["append_base"]
+            self.manifest.extra["appends"] = int(self.manifest.extra.get("appends", 0)) + 1
+            if self.nlist is not None:
+                logger.info("%s: appended; nprobe %s kept from the first build", self.folder, self.manifest.nprobe)
+        elif self.nlist is not None:
             self.manifest.nprobe = max(1, self.nlist // 16)
             if self._queries is not None and self.manifest.ntotal:
                 self._tune()

@@ -10,6 +10,10 @@ import typer
 
 from miner import __version__
 from miner.commands.embed import embed_app
+from miner.commands.evaluate import eval_app
+from miner.commands.index import index_app
+from miner.commands.search import search_command
+from miner.commands.train import train_command
 
 app = typer.Typer(
     name="miner",
@@ -19,6 +23,10 @@ app = typer.Typer(
     help="Speech-translation bitext mining with SAMU-XLSR: embed, index, search, mine, train, evaluate, serve.",
 )
 app.add_typer(embed_app, name="embed")
+app.add_typer(eval_app, name="eval")
+app.add_typer(index_app, name="index")
+app.command("search")(search_command)
+app.command("train")(train_command)
 
 
 @app.callback()

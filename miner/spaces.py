@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from index.manifest import SpaceMismatchError  # one exception type for the whole project (index <- miner)
+
 _KNOWN_SPACES = {
     "sentence-transformers/labse": "labse-768",
     "labse": "labse-768",
@@ -15,8 +17,6 @@ _KNOWN_SPACES = {
     "intfloat/multilingual-e5-small": "e5-small-384",
 }
 
-
-from index.manifest import SpaceMismatchError  # one exception type for the whole project (index <- miner)
 
 __all__ = ["SpaceMismatchError", "check_same_space", "space_id_for"]
 

@@ -103,7 +103,7 @@ def tiny_st_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         *list("abcdefghijklmnopqrstuvwxyzäöüéèà.,!?"),
     ]
     (bert_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(bert_dir / "vocab.txt")).save_pretrained(bert_dir)
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(bert_dir)
     cfg = BertConfig(
         vocab_size=len(vocab),
         hidden_size=32,
@@ -111,6 +111,7 @@ def tiny_st_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=64,
+        initializer_range=0.5,  # large random weights: CLS output must depend on the words in tests
     )
     BertModel(cfg).save_pretrained(bert_dir)
     word = models.Transformer(str(bert_dir), max_seq_length=32)

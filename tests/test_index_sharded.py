@@ -252,3 +252,32 @@ def test_empty_database_returns_no_results(tmp_path):
     build_index(tmp_path / "db", np.zeros((0, D), np.float32), store=False, space_id="t-16")
     scores, ids = ShardedIndex.load(tmp_path / "db").search(vectors(2, 0), 3)
     assert (ids == -1).all() and np.isneginf(scores).all()
+
+
+def test_append_adds_shards_and_search_equals_flat(tmp_path) -> None:
+    """`miner index add`: a finished database reopened with append=True gains shards with continuing ids."""
+    import faiss
+    import numpy as np
+
+    from index.build import ShardWriter
+    from index.sharded import ShardedIndex
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((300, 16)).astype(np.float32)
+    faiss.normalize_L2(x)
+    rows = [{"text": f"s{i}"} for i in range(300)]
+    with ShardWriter(tmp_path / "db", 16, "Flat", space_id="t-16", shard_size=100, created="t") as w:
+        w.add(x[:200], rows[:200])
+    with ShardWriter(tmp_path / "db", 16, "Flat", space_id="t-16", shard_size=100, created="t", append=True) as w:
+        assert w.completed_count() == 0
+        w.add(x[200:], rows[200:])
+    idx = ShardedIndex.load(tmp_path / "db")
+    assert idx.ntotal == 300 and len(idx.manifest.shards) == 3 and idx.manifest.extra["appends"] == 1
+    flat = faiss.IndexFlatIP(16)
+    flat.add(x)
+    q = rng.standard_normal((20, 16)).astype(np.float32)
+    faiss.normalize_L2(q)
+    d_ref, i_ref = flat.search(q, 5)
+    d, i = idx.search(q, 5)
+    np.testing.assert_array_equal(i, i_ref)
+    np.testing.assert_allclose(d, d_ref, rtol=1e-5)

@@ -1,0 +1,53 @@
+"""`miner search`: a quick look at the nearest items of a database for a clip or a sentence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def search_command(
+    text_db: str | None = typer.Option(None, help="Text database to search."),
+    speech_db: str | None = typer.Option(None, help="Speech database to search."),
+    audio: Path | None = typer.Option(None, exists=True, dir_okay=False, help="Query clip."),
+    text: str | None = typer.Option(None, help="Query sentence."),
+    k: int = typer.Option(5, "-k", min=1, max=1000),
+    model: str | None = typer.Option(None, help="Speech model folder (default: the demo model)."),
+    encoder: str | None = typer.Option(None, help="Text encoder for --text (default: the speech model's)."),
+    home: Path | None = typer.Option(None),
+) -> None:
+    """Print the top-k items of a database for --audio or --text."""
+    from index.sharded import ShardedIndex
+    from index.store import STORE_FILE, Store
+    from miner.audio import load_audio
+    from miner.database_build import database_folder
+    from miner.encoders.samu import load_speech_encoder
+    from miner.encoders.text import load_text_encoder, load_text_encoder_for
+    from miner.spaces import check_same_space
+
+    if (text_db is None) == (speech_db is None):
+        raise typer.BadParameter("pass exactly one of --text-db or --speech-db")
+    if (audio is None) == (text is None):
+        raise typer.BadParameter("pass exactly one of --audio or --text")
+    name = text_db or speech_db
+    assert name is not None
+    folder = database_folder(name, home)
+    index = ShardedIndex.load(folder)
+    if audio is not None:
+        enc = load_speech_encoder(model)
+        query = enc.encode([load_audio(audio)])
+        what, space = f"speech model {model or 'demo'}", enc.space_id
+    else:
+        tenc = load_text_encoder(encoder) if encoder else load_text_encoder_for(load_speech_encoder(model))
+        query = tenc.encode([text])  # type: ignore[list-item]
+        what, space = f"text encoder {tenc.model_id}", tenc.space_id
+    check_same_space(space, index.space_id, what, f"database {name!r}")
+    scores, ids = index.search(query, k)
+    store = Store.open(folder / STORE_FILE)
+    valid = [int(i) for i in ids[0] if i >= 0]
+    for rank, (score, row) in enumerate(zip(scores[0], store.get_many(valid), strict=False), start=1):
+        label = (
+            row.get("text") or f"{row.get('path')} @{row.get('start', 0):.2f}s +{row.get('duration', 0):.2f}s"
+        )
+        typer.echo(f"{rank}\t{score:.4f}\t{row.get('lang') or '-'}\t{label}")

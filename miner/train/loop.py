@@ -1,0 +1,772 @@
+"""SAMU-XLSR distillation (paper section II-D): a speech student learns the frozen text teacher's embeddings.
+
+    loss = mean_i (1 - cos(z_i, teacher(t_i)))  [+ w * in-batch InfoNCE]
+
+Recipe (Table II): the teacher is frozen and embeds each distinct transcript once (cached); the CNN feature
+encoder is frozen throughout; the first ``head_only_updates`` train only pooling + projection (the backbone
+still runs in training mode: dropout and time masking on), then the transformer trains too; Adam (betas 0.9 /
+0.98, eps 1e-6 as in fairseq's wav2vec 2.0 recipes) with the tri-stage LR of :mod:`miner.train.schedule`;
+batches of similar length drawn with Eq. 3 language re-balancing; gradient clipping; mixed precision on CUDA
+(bf16 where supported, else fp16 with a GradScaler); DDP when launched by ``torchrun`` (WORLD_SIZE > 1).
+
+Resuming is exact: the next update after a restart sees the same batch, dropout and masking draws, weights
+and optimizer state as an uninterrupted run, so it gives the same loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from miner.train import checkpoint as ckpt
+from miner.train.config import RESUME_NEUTRAL, TrainConfig
+from miner.train.data import Utterance, UtteranceBatches, bucket_batches, read_manifest, teacher_embeddings
+from miner.train.sampling import LanguageSampler, language_probs
+from miner.train.schedule import TriStage, tri_stage_scheduler
+
+if TYPE_CHECKING:
+    from miner.encoders.samu import SpeechEncoder
+    from miner.train.features import FrameCache
+
+log = logging.getLogger(__name__)
+
+__all__ = ["distill_loss", "train", "configure_time_masking", "MODEL_CARD"]
+
+MODEL_CARD = "MODEL_CARD.md"
+STATE_FORMAT = 1
+
+
+# -- pure pieces ---------------------------------------------------------------------------------------------
+def distill_loss(
+    z: torch.Tensor,
+    targets: torch.Tensor,
+    text_ids: torch.Tensor | None = None,
+    contrastive_weight: float = 0.0,
+    temperature: float = 0.05,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine distance to the teacher, plus an optional in-batch InfoNCE term.
+
+    Args:
+        z: student outputs float (B, D) (not normalised).
+        targets: teacher embeddings float (B, D).
+        text_ids: int64 (B,) distinct-text id of each row: rows sharing a transcript (up-sampled repeats) are
+            not treated as negatives of each other.
+        contrastive_weight: weight of the InfoNCE term (0: the paper's pure cosine loss).
+        temperature: InfoNCE temperature.
+
+    Returns:
+        (total loss, mean cosine distance), float32 scalars.
+    """
+    z = z.float()
+    targets = targets.float()
+    cos_loss = (1.0 - F.cosine_similarity(z, targets, dim=-1)).mean()
+    if contrastive_weight <= 0 or len(z) < 2:
+        return cos_loss, cos_loss
+    logits = F.normalize(z, dim=-1) @ F.normalize(targets, dim=-1).T / temperature
+    if text_ids is not None:
+        same = text_ids[:, None] == text_ids[None, :]
+        same.fill_diagonal_(False)
+        logits = logits.masked_fill(same, float("-inf"))
+    nce = F.cross_entropy(logits, torch.arange(len(z), device=z.device))
+    return cos_loss + contrastive_weight * nce, cos_loss
+
+
+def configure_time_masking(model: SpeechEncoder, prob: float, length: int) -> None:
+    """SpecAugment-style time masking of the backbone's features while training.
+
+    wav2vec2 masks its CNN features (after the feature projection) with the learned ``masked_spec_embed``,
+    created here when the checkpoint had masking off; Whisper zeroes spans of log-mel frames. The SAMU
+    config's ``backbone_config`` is refreshed so that a saved model folder reloads with the same modules.
+    """
+    from miner.encoders.backbones import Wav2Vec2Backbone
+
+    backbone = model.backbone
+    if isinstance(backbone, Wav2Vec2Backbone):
+        inner: Any = backbone.model
+        cfg = inner.config
+        cfg.mask_time_prob = float(prob)
+        cfg.mask_time_length = int(length)
+        if prob > 0:
+            cfg.apply_spec_augment = True
+            if not hasattr(inner, "masked_spec_embed"):
+                inner.masked_spec_embed = nn.Parameter(torch.empty(cfg.hidden_size).uniform_())
+        model.config.backbone_config = cfg.to_dict()
+    else:  # Whisper: the backbone masks log-mel frames itself
+        backbone.mask_time_prob = float(prob)  # type: ignore[assignment]
+        backbone.mask_time_length = int(length)  # type: ignore[assignment]
+
+
+# The longest frame hop where masking applies (wav2vec2: 20 ms CNN frames; Whisper: 10 ms log-mel frames).
+# A batch whose longest clip holds fewer frames than one mask span makes transformers' span sampler fail.
+_MASK_FRAME_SECONDS = 0.02
+
+
+# -- processes -----------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+    owns_group: bool = False
+
+    @classmethod
+    def setup(cls) -> _Dist:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device("cpu")
+        if torch.cuda.is_available():
+            device = torch.device("cuda", local)
+            torch.cuda.set_device(device)
+        owns = False
+        if world > 1 and not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+            owns = True
+        rank = dist.get_rank() if world > 1 else 0
+        return cls(rank=rank, world=world, device=device, owns_group=owns)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def sum(self, values: list[float]) -> list[float]:
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def teardown(self) -> None:
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class _Student(nn.Module):
+    """What DDP wraps: the SAMU model, fed waveform inputs or cached backbone frames."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        if "frames" in batch:
+            return self.model.head(batch["frames"], batch["mask"])  # type: ignore[operator]
+        return self.model(batch["inputs"])
+
+
+def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            out[k] = v.to(device, non_blocking=True)
+        elif isinstance(v, dict):
+            out[k] = _to(v, device)
+        else:
+            out[k] = v
+    return out
+
+
+def _normalise_rows(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+# -- the trainer ---------------------------------------------------------------------------------------------
+class _Trainer:
+    def __init__(self, config: TrainConfig, procs: _Dist):
+        self.cfg = config
+        self.procs = procs
+        self.device = procs.device
+        self.out = Path(config.out_dir)
+        self.step = 0
+        self.seen_utts = 0.0
+        self.seen_seconds = 0.0
+        self._pending = [0.0, 0.0]  # this process's utterances / seconds not yet added to seen_*
+        self.full_phase = False
+        self.metrics_file = self.out / "metrics.jsonl"
+
+    # -- setup ---------------------------------------------------------------------------------------------
+    def _load_data(self) -> None:
+        cfg = self.cfg
+        utts = read_manifest(cfg.train_manifest)  # type: ignore[arg-type]
+        self.dev = read_manifest(cfg.dev_manifest) if cfg.dev_manifest else []
+        self.train_utts = utts
+        log.info(
+            "train manifest %s: %d utterances, %.2f h, languages %s",
+            cfg.train_manifest,
+            len(utts),
+            sum(u.duration for u in utts) / 3600,
+            dict(sorted(Counter(u.lang for u in utts).items())),
+        )
+
+    def _drop_short(self) -> None:
+        if self.cfg.mask_time_prob <= 0:
+            return
+        min_seconds = self.cfg.mask_time_length * _MASK_FRAME_SECONDS
+        keep = [u for u in self.train_utts if u.duration >= min_seconds]
+        if len(keep) < len(self.train_utts):
+            log.warning(
+                "skipping %d training utterances shorter than %.3f s (time masking needs %d frames)",
+                len(self.train_utts) - len(keep),
+                min_seconds,
+                self.cfg.mask_time_length,
+            )
+        if not keep:
+            raise ValueError(
+                f"no training utterance is at least {min_seconds:.3f} s long: lower mask_time_length "
+                "or mask_time_prob = 0"
+            )
+        self.train_utts = keep
+
+    def _teacher_targets(self) -> None:
+        """Teacher embeddings of train/dev transcripts (rank 0 computes and caches; the others read)."""
+        from miner.encoders.text import centred_space_id, load_text_encoder
+
+        cfg = self.cfg
+        teacher = None
+        for turn in (0, 1):  # rank 0 first, then everyone else reads the cache it wrote
+            if (turn == 0) == self.procs.main:
+                teacher = load_text_encoder(cfg.teacher, device=str(self.device))
+                self.train_targets = teacher_embeddings(
+                    teacher, [u.text for u in self.train_utts], cfg.cache_path
+                )
+                self.dev_targets = (
+                    teacher_embeddings(teacher, [u.text for u in self.dev], cfg.cache_path)
+                    if self.dev
+                    else np.zeros((0, teacher.dim), np.float32)
+                )
+            self.procs.barrier()
+        assert teacher is not None
+        self.teacher_space, self.dim = teacher.space_id, int(teacher.dim)
+        del teacher
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.center: np.ndarray | None = None
+        self.space_id = self.teacher_space
+        if cfg.center_targets:
+            self.center = self.train_targets.mean(axis=0).astype(np.float32)
+            self.train_targets = _normalise_rows(self.train_targets - self.center)
+            if len(self.dev):
+                self.dev_targets = _normalise_rows(self.dev_targets - self.center)
+            self.space_id = centred_space_id(self.teacher_space, self.center)
+            log.info(
+                "centred targets: |mean teacher vector| = %.3f, space %s",
+                float(np.linalg.norm(self.center)),
+                self.space_id,
+            )
+        _, inverse = np.unique(
+            np.asarray([u.text for u in self.train_utts], dtype=object), return_inverse=True
+        )
+        self.text_ids = inverse.reshape(-1).astype(np.int64)
+        self.dev_text_ids = np.arange(len(self.dev), dtype=np.int64)
+
+    def _build_model(self, resume_from: Path | None) -> None:
+        from miner.encoders.samu import SpeechEncoder
+
+        cfg = self.cfg
+        if resume_from is not None:
+            model = SpeechEncoder.from_pretrained(resume_from)
+            if model.space_id != self.space_id or model.dim != self.dim:
+                raise ValueError(
+                    f"checkpoint {resume_from} is in space {model.space_id} (dim {model.dim}) but this "
+                    f"run's teacher gives {self.space_id} (dim {self.dim}): use a new out_dir"
+                )
+        else:
+            source, teacher = cfg.backbone, cfg.teacher
+            # Local folders as absolute paths: the saved model must find them again from anywhere.
+            if not source.startswith("offline:") and Path(source).expanduser().is_dir():
+                source = str(Path(source).expanduser().resolve())
+            if Path(teacher).expanduser().is_dir():
+                teacher = str(Path(teacher).expanduser().resolve())
+            model = SpeechEncoder.from_backbone(
+                source, dim=self.dim, space_id=self.space_id, teacher=teacher, seed=cfg.seed
+            )
+            if self.center is not None:
+                model.config.extra["text_center"] = [float(x) for x in self.center]
+            model.config.extra["trained_with"] = "miner train"
+        for p in model.backbone.parameters():
+            p.requires_grad_(False)
+        model.backbone.freeze_feature_encoder()
+        configure_time_masking(model, cfg.mask_time_prob, cfg.mask_time_length)
+        for p in model.backbone.parameters():  # a masked_spec_embed created just now starts frozen too
+            p.requires_grad_(False)
+        if not model.backbone.padding_safe:
+            log.warning("backbone normalises over time (group-norm CNN): padded batches change its features")
+        model.to(self.device)
+        model.train()
+        self.model = model
+        self.head_params = list(model.pooling.parameters()) + list(model.projection.parameters())
+        self.tf_params = (
+            [] if cfg.backbone_frozen_whole_run else list(model.backbone.transformer_parameters())
+        )
+
+    def _build_optim(self) -> None:
+        cfg = self.cfg
+        groups = [{"params": self.head_params}]
+        if self.tf_params:
+            groups.append({"params": self.tf_params})
+        self.optimizer = torch.optim.Adam(groups, lr=cfg.peak_lr, betas=(0.9, 0.98), eps=1e-6)
+        schedule = TriStage(
+            cfg.max_updates,
+            cfg.warmup_frac,
+            cfg.hold_frac,
+            cfg.decay_frac,
+            cfg.init_lr_scale,
+            cfg.final_lr_scale,
+        )
+        self.scheduler = tri_stage_scheduler(self.optimizer, schedule)
+        self.amp_dtype: torch.dtype | None = None
+        if cfg.amp and self.device.type == "cuda":
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    def _build_sampler(self) -> None:
+        cfg = self.cfg
+        durations = np.array([u.duration for u in self.train_utts])
+        self.durations = durations
+
+        def batcher(indices: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+            return bucket_batches(indices, durations, cfg.batch_seconds, rng)
+
+        self.sampler = LanguageSampler(
+            [u.lang for u in self.train_utts],
+            cfg.alpha,
+            seed=cfg.seed,
+            epoch_size=cfg.epoch_size,
+            batcher=batcher,
+        )
+        q = language_probs(self.sampler.counts, cfg.alpha)
+        log.info("language sampling (alpha=%g): %s", cfg.alpha, {k: round(v, 4) for k, v in q.items()})
+
+    def _set_phase(self, full: bool) -> None:
+        """Head only, or head + transformer; the CNN feature encoder stays frozen either way."""
+        for p in self.tf_params:
+            p.requires_grad_(full)
+        self.model.backbone.freeze_feature_encoder()
+        self.full_phase = full
+        student: nn.Module = _Student(self.model)
+        if self.procs.world > 1:  # DDP registers the parameters that need grads when built: rebuild per phase
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            student = DistributedDataParallel(student, device_ids=ids)
+        self.student = student
+        if full:
+            log.info(
+                "step %d: the transformer trains from now on (CNN feature encoder stays frozen)", self.step
+            )
+
+    # -- resume --------------------------------------------------------------------------------------------
+    def _resume(self, folder: Path) -> None:
+        state = ckpt.load_state(folder / ckpt.TRAINER_STATE)
+        saved = state.get("config", {})
+        now = self.cfg.to_dict()
+        diff = {k: (saved.get(k), now[k]) for k in now if k not in RESUME_NEUTRAL and saved.get(k) != now[k]}
+        if diff:
+            raise ValueError(
+                f"cannot resume from {folder}: the config changed (saved, now): {diff}; restore those "
+                f"values or train into a new out_dir"
+            )
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.step = int(state["step"])
+        self.seen_utts = float(state["seen_utterances"])
+        self.seen_seconds = float(state["seen_seconds"])
+        rng_file = folder / f"rng_state_{self.procs.rank}.pt"
+        if rng_file.is_file():
+            ckpt.restore_rng(ckpt.load_state(rng_file))
+        else:
+            log.warning(
+                "%s missing (different number of processes?): random draws will differ", rng_file.name
+            )
+        log.info("resumed from %s at step %d", folder, self.step)
+
+    def _flush_seen(self) -> None:
+        """Add every process's utterances / audio since the last call to the run totals."""
+        utts, seconds = self.procs.sum(self._pending)
+        self.seen_utts += utts
+        self.seen_seconds += seconds
+        self._pending = [0.0, 0.0]
+
+    def _save_checkpoint(self) -> None:
+        self._flush_seen()
+        folder = ckpt.checkpoint_dir(self.out, self.step)
+        if self.procs.main:
+            self.model.save_pretrained(folder, include_backbone=not self.cfg.backbone_frozen_whole_run)
+        self.procs.barrier()
+        ckpt.save_state(folder / f"rng_state_{self.procs.rank}.pt", ckpt.capture_rng())
+        self.procs.barrier()
+        if self.procs.main:
+            ckpt.save_state(
+                folder / ckpt.TRAINER_STATE,
+                {
+                    "format": STATE_FORMAT,
+                    "step": self.step,
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+                    "sampler": self.sampler.state_dict(),
+                    "seen_utterances": self.seen_utts,
+                    "seen_seconds": self.seen_seconds,
+                    "config": self.cfg.to_dict(),
+                    "world_size": self.procs.world,
+                },
+            )
+            ckpt.prune_checkpoints(self.out, self.cfg.keep_checkpoints)
+            log.info("saved checkpoint %s", folder)
+        self.procs.barrier()
+
+    # -- batches -------------------------------------------------------------------------------------------
+    def _loader(
+        self, utts: list[Utterance], targets: np.ndarray, text_ids: np.ndarray, batches: list[np.ndarray]
+    ) -> Iterator[dict[str, Any]]:
+        if self.frames is not None:
+            cache = self.frames if utts is self.train_utts else self.dev_frames
+            assert cache is not None  # built for train and dev together
+            for idx in batches:
+                yield {
+                    **cache.batch(idx.tolist()),
+                    "targets": torch.from_numpy(targets[idx]),
+                    "text_ids": torch.from_numpy(text_ids[idx]),
+                    "n": len(idx),
+                    "seconds": float(self._durations_of(utts)[idx].sum()),
+                }
+            return
+        data = UtteranceBatches(utts, targets, text_ids, batches, self.model.backbone.prepare)
+        # Its own generator: creating a loader must not draw from the global RNG (exact resume).
+        loader = torch.utils.data.DataLoader(
+            data,
+            batch_size=None,
+            shuffle=False,
+            num_workers=self.cfg.num_workers,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.cfg.seed),
+        )
+        yield from loader
+
+    def _durations_of(self, utts: list[Utterance]) -> np.ndarray:
+        return self.durations if utts is self.train_utts else np.array([u.duration for u in utts])
+
+    def _train_batches(self) -> Generator[dict[str, Any], None, None]:
+        """This process's batches, forever; the sampler position counts batches of all processes."""
+        s, world, rank = self.sampler, self.procs.world, self.procs.rank
+        while True:
+            if s.remaining() < world:
+                s.next_epoch()
+                if s.remaining() < world:
+                    raise ValueError(
+                        f"an epoch holds {s.remaining()} batches, fewer than {world} processes: "
+                        "lower batch_seconds or raise epoch_size"
+                    )
+            plan, pos = s.epoch_batches(s.epoch), s.position
+            rounds = (len(plan) - pos) // world
+            mine = [plan[pos + r * world + rank] for r in range(rounds)]
+            for batch in self._loader(self.train_utts, self.train_targets, self.text_ids, mine):
+                s.advance(world)  # before the yield: a checkpoint taken after this step skips this batch
+                yield batch
+
+    # -- steps ---------------------------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
+    def _update(self, batches: Iterator[dict[str, Any]]) -> dict[str, float]:
+        cfg = self.cfg
+        self.optimizer.zero_grad(set_to_none=True)
+        total = cos_total = 0.0
+        utts = seconds = 0.0
+        for micro in range(cfg.grad_accum):
+            batch = _to(next(batches), self.device)
+            last = micro == cfg.grad_accum - 1
+            sync: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+            if not last and self.procs.world > 1:  # DDP: all-reduce gradients once per update
+                sync = self.student.no_sync()  # type: ignore[operator]
+            with sync:
+                with self._autocast():
+                    z = self.student(batch)
+                loss, cos_loss = distill_loss(
+                    z, batch["targets"], batch["text_ids"], cfg.contrastive_weight, cfg.temperature
+                )
+                self.scaler.scale(loss / cfg.grad_accum).backward()
+            total += float(loss.detach()) / cfg.grad_accum
+            cos_total += float(cos_loss.detach()) / cfg.grad_accum
+            utts += batch["n"]
+            seconds += batch["seconds"]
+        lr = float(self.optimizer.param_groups[0]["lr"])  # the LR this update uses
+        params = [p for p in self.head_params + self.tf_params if p.requires_grad]
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = float(
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        )
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        return {
+            "loss": total,
+            "cos_loss": cos_total,
+            "utts": utts,
+            "seconds": seconds,
+            "grad_norm": grad_norm,
+            "lr": lr,
+        }
+
+    @torch.no_grad()
+    def dev_loss(self) -> float | None:
+        """Mean cosine distance over the dev set (eval mode: no dropout, no masking)."""
+        if not self.dev:
+            return None
+        self.model.eval()
+        durations = np.array([u.duration for u in self.dev])
+        batches = bucket_batches(np.arange(len(self.dev)), durations, self.cfg.batch_seconds)
+        total, n = 0.0, 0
+        for batch in self._loader(self.dev, self.dev_targets, self.dev_text_ids, batches):
+            batch = _to(batch, self.device)
+            with self._autocast():
+                z = _Student(self.model)(batch)
+            cos = F.cosine_similarity(z.float(), batch["targets"].float(), dim=-1)
+            total += float((1.0 - cos).sum())
+            n += len(cos)
+        self.model.train()
+        return total / n
+
+    def _log_metrics(self, record: dict[str, Any]) -> None:
+        if self.procs.main:
+            with open(self.metrics_file, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    # -- the run -------------------------------------------------------------------------------------------
+    def run(self) -> Path:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._load_data()
+        self._drop_short()
+        self._teacher_targets()
+        resume_from = ckpt.latest_checkpoint(self.out)
+        self._build_model(resume_from)  # the head's init is seeded with cfg.seed, the same in every process
+        # Dropout and masking draws differ per process (a resumed run restores these states instead).
+        random.seed(cfg.seed + self.procs.rank)
+        np.random.seed(cfg.seed + self.procs.rank)
+        torch.manual_seed(cfg.seed + self.procs.rank)
+        self._build_optim()
+        self._build_sampler()
+        self.frames: FrameCache | None = None
+        self.dev_frames: FrameCache | None = None
+        if cfg.cache_features:
+            self._build_frame_cache()
+        if resume_from is not None:
+            self._resume(resume_from)
+        self._set_phase(self.step >= cfg.head_only_updates and not cfg.backbone_frozen_whole_run)
+        if cfg.eval_every and self.step == 0:
+            self._evaluate()  # the starting point, for comparison
+        batches = self._train_batches()
+        bar = tqdm(
+            total=cfg.max_updates, initial=self.step, desc="train", unit="upd", disable=not self.procs.main
+        )
+        window = {"loss": 0.0, "cos_loss": 0.0, "n": 0, "utts": 0.0, "t": time.perf_counter()}
+        try:
+            while self.step < cfg.max_updates:
+                if not self.full_phase and self.step >= cfg.head_only_updates and self.tf_params:
+                    self._set_phase(True)
+                stats = self._update(batches)
+                bar.update(1)
+                self._pending[0] += stats["utts"]
+                self._pending[1] += stats["seconds"]
+                for k in ("loss", "cos_loss", "utts"):
+                    window[k] += stats[k]
+                window["n"] += 1
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_updates:
+                    self._log_window(window, stats, bar)
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_updates:
+                    self._evaluate()
+                if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == cfg.max_updates:
+                    self._save_checkpoint()
+        finally:
+            bar.close()
+            batches.close()  # shuts down loader workers
+        final_dev = self._evaluate()
+        return self._finish(final_dev)
+
+    def _build_frame_cache(self) -> None:
+        from miner.train.features import FrameCache
+
+        if self.cfg.mask_time_prob > 0:
+            log.info("cached frames come from the backbone in eval mode: no time masking or backbone dropout")
+
+        for turn in (0, 1):
+            if (turn == 0) == self.procs.main:
+                self.frames = FrameCache.build_or_open(
+                    self.model,
+                    self.train_utts,
+                    self.cfg.cache_path,
+                    self.cfg.batch_seconds,
+                    self.device,
+                    self.procs.main,
+                )
+                if self.dev:
+                    self.dev_frames = FrameCache.build_or_open(
+                        self.model,
+                        self.dev,
+                        self.cfg.cache_path,
+                        self.cfg.batch_seconds,
+                        self.device,
+                        self.procs.main,
+                    )
+            self.procs.barrier()
+
+    def _log_window(self, window: dict[str, float], stats: dict[str, float], bar: tqdm) -> None:
+        loss, cos_loss, n, utts = self.procs.sum(
+            [window["loss"], window["cos_loss"], window["n"], window["utts"]]
+        )
+        self._flush_seen()
+        elapsed = max(time.perf_counter() - window["t"], 1e-9)
+        lr = stats["lr"]
+        record = {
+            "step": self.step,
+            "loss": loss / n,
+            "cos_loss": cos_loss / n,
+            "lr": lr,
+            "hours": self.seen_seconds / 3600,
+            "utt_per_s": utts / elapsed,
+            "grad_norm": stats["grad_norm"],
+            "phase": "full" if self.full_phase else "head",
+        }
+        log.info(
+            "step %d loss %.5f cos %.5f lr %.3g hours %.3f utt/s %.1f (%s)",
+            self.step,
+            record["loss"],
+            record["cos_loss"],
+            lr,
+            record["hours"],
+            record["utt_per_s"],
+            record["phase"],
+        )
+        bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
+        self._log_metrics(record)
+        window.update(loss=0.0, cos_loss=0.0, n=0, utts=0.0, t=time.perf_counter())
+
+    def _evaluate(self) -> float | None:
+        value = self.dev_loss() if self.procs.main else None
+        if value is not None:
+            log.info("step %d dev loss %.5f", self.step, value)
+            self._log_metrics({"step": self.step, "dev_loss": value})
+        self.procs.barrier()
+        return value
+
+    def _finish(self, final_dev: float | None) -> Path:
+        final = self.out / "final"
+        if self.procs.main:
+            self.model.config.extra["train_steps"] = self.step
+            if final_dev is not None:
+                self.model.config.extra["dev_loss"] = final_dev
+            self.model.save_pretrained(final, include_backbone=True)
+            (final / MODEL_CARD).write_text(self._model_card(final_dev), encoding="utf-8")
+            log.info("final model in %s (space %s)", final, self.model.space_id)
+        self.procs.barrier()
+        return final
+
+    def _model_card(self, final_dev: float | None) -> str:
+        cfg = self.cfg
+        by_lang: dict[str, list[float]] = {}
+        for u in self.train_utts:
+            by_lang.setdefault(u.lang, []).append(u.duration)
+        q = language_probs({k: len(v) for k, v in by_lang.items()}, cfg.alpha)
+        rows = "\n".join(
+            f"| {lang} | {len(d)} | {sum(d) / 3600:.3f} | {q[lang]:.4f} |"
+            for lang, d in sorted(by_lang.items())
+        )
+        hours = sum(u.duration for u in self.train_utts) / 3600
+        dev = f"{final_dev:.5f}" if final_dev is not None else "n/a (no dev_manifest)"
+        center = (
+            "yes: targets are teacher vectors minus their mean over the training texts (stored in "
+            "config.json extra.text_center); use `load_text_encoder_for(model)` on the text side"
+            if self.center is not None
+            else "no"
+        )
+        config_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in cfg.to_dict().items() if v is not None)
+        return f"""# SAMU speech encoder ({self.model.config.backbone_type} backbone)
+
+Distilled from the frozen text encoder **{cfg.teacher}** (paper: Khurana et al. 2022, SAMU-XLSR, section II-D).
+
+- Embedding space: `{self.model.space_id}` (dim {self.model.dim}); teacher space `{self.teacher_space}`
+- Centred targets: {center}
+- Backbone: `{cfg.backbone}`
+- Updates: {self.step} ({min(cfg.head_only_updates, self.step)} head-only), peak LR {cfg.peak_lr:g}, tri-stage \
+{cfg.warmup_frac:g}/{cfg.hold_frac:g}/{cfg.decay_frac:g} decaying to {cfg.final_lr_scale:g} x peak
+- Loss: 1 - cos(z, teacher(t)){f" + {cfg.contrastive_weight:g} x InfoNCE (T={cfg.temperature:g})" if cfg.contrastive_weight else ""}
+- Final dev loss (mean cosine distance): {dev}
+- Audio seen: {self.seen_seconds / 3600:.3f} h, {int(self.seen_utts)} utterances
+
+## Training data
+
+Manifest `{cfg.train_manifest}`: {len(self.train_utts)} utterances, {hours:.3f} h.
+Language re-balancing alpha = {cfg.alpha:g} (Eq. 3).
+
+| lang | utterances | hours | sampling prob. |
+|---|---|---|---|
+{rows}
+
+## Config
+
+```toml
+{config_lines}
+```
+"""
+
+
+def train(config: TrainConfig) -> Path:
+    """Distil a SAMU speech encoder; resume from the newest checkpoint in ``config.out_dir`` if there is one.
+
+    Args:
+        config: a :class:`~miner.train.config.TrainConfig` (validated here).
+
+    Returns:
+        The final model folder ``<out_dir>/final`` (``SpeechEncoder.from_pretrained`` loads it), holding
+        ``MODEL_CARD.md``.
+    """
+    config.validate()
+    procs = _Dist.setup()
+    handler: logging.Handler | None = None
+    pkg_logger = logging.getLogger("miner")
+    old_level = pkg_logger.level
+    try:
+        if procs.main:
+            Path(config.out_dir).mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(Path(config.out_dir) / "train.log", encoding="utf-8")
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            handler.setLevel(logging.INFO)
+            pkg_logger.addHandler(handler)
+            if pkg_logger.getEffectiveLevel() > logging.INFO:
+                pkg_logger.setLevel(logging.INFO)
+        return _Trainer(config, procs).run()
+    finally:
+        if handler is not None:
+            pkg_logger.removeHandler(handler)
+            handler.close()
+        pkg_logger.setLevel(old_level)
+        procs.teardown()
