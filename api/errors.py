@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.audio_input import AudioTooLong, InvalidAudio, UnsupportedAudio
 from api.batching import BatcherClosed, QueueFull
-from api.databases import UnknownDatabase, WrongDatabaseKind
+from miner.databases import UnknownDatabase, WrongDatabaseKind
 from api.limits import BodyTooLarge
 from api.search import InvalidQuery
 from api.security import Unauthorized

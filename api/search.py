@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from api.databases import Database, Hit
+from miner.databases import Database, Hit
 from api.metrics import Metrics
 
 __all__ = ["InvalidQuery", "check_k", "search_one"]

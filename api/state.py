@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from api.batching import MicroBatcher
-from api.databases import (
+from miner.databases import (
     Database,
     DatabasePlan,
     UnknownDatabase,

@@ -96,7 +96,7 @@ def bench_in_process(
 ) -> dict[str, Any]:
     """The API's work without HTTP: decode, encode one clip, search, fetch rows; sequential."""
     from api.audio_input import decode_upload
-    from api.databases import open_database
+    from miner.databases import open_database
 
     db = open_database(folder)
     try:

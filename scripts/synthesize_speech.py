@@ -181,12 +181,17 @@ def read_parallel(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 
 def plan_jobs(
-    rows: list[dict[str, str]], langs: Iterable[str], splits: Iterable[str], en_splits: Iterable[str]
+    rows: list[dict[str, str]],
+    langs: Iterable[str],
+    splits: Iterable[str],
+    en_splits: Iterable[str],
+    max_train_per_lang: int = 0,
 ) -> list[tuple[str, str, list[Job]]]:
     """Jobs grouped as ``(split, lang, jobs)`` in priority order.
 
     Order: splits in ``SPLIT_ORDER`` (test first), and within a split the languages in the given order, English
-    last. English is spoken only for ``en_splits``.
+    last. English is spoken only for ``en_splits``. ``max_train_per_lang`` > 0 keeps, per language, the train
+    meanings with the smallest ids (a hash: a random but stable subset shared across languages).
     """
     langs, splits, en_splits = list(langs), set(splits), set(en_splits)
     groups = []
@@ -200,6 +205,8 @@ def plan_jobs(
                 for r in split_rows
                 if r.get(lang)
             ]
+            if split == "train" and max_train_per_lang > 0:
+                jobs = sorted(jobs, key=lambda j: j.meaning_id)[:max_train_per_lang]
             if jobs:
                 groups.append((split, lang, jobs))
     return groups
@@ -357,6 +364,7 @@ def main(argv: list[str] | None = None) -> None:
         "--jobs", type=int, default=2, help="worker processes (keep <= 2 on a shared machine)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-train-per-lang", type=int, default=0, help="cap train clips per language (0: all)")
     parser.add_argument("--benchmark", type=int, default=0, help="only time N clips in a temp folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -370,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"--langs {unknown} are not columns of parallel.tsv (columns: {columns})")
     splits = [s for s in args.splits.split(",") if s]
-    groups = plan_jobs(rows, langs, splits, [s for s in args.en_splits.split(",") if s])
+    groups = plan_jobs(rows, langs, splits, [s for s in args.en_splits.split(",") if s], args.max_train_per_lang)
     log.info("plan: %s", ", ".join(f"{s}/{lg}={len(g)}" for s, lg, g in groups))
     if args.benchmark:
         benchmark(groups, args.benchmark, args.jobs, args.seed)

@@ -9,7 +9,7 @@ import numpy as np
 from fastapi import UploadFile
 
 from api.audio_input import decode_upload
-from api.databases import Hit
+from miner.databases import Hit
 from api.schemas import ErrorBody, SpeechHit, TextHit
 from api.settings import Settings
 
