@@ -12,6 +12,7 @@ from miner import __version__
 from miner.commands.embed import embed_app
 from miner.commands.evaluate import eval_app
 from miner.commands.index import index_app
+from miner.commands.mine import export_command, mine_command
 from miner.commands.search import search_command
 from miner.commands.serve import serve
 from miner.commands.train import train_command
@@ -27,6 +28,8 @@ app.add_typer(embed_app, name="embed")
 app.add_typer(eval_app, name="eval")
 app.add_typer(index_app, name="index")
 app.command("search")(search_command)
+app.command("mine")(mine_command)
+app.command("export")(export_command)
 app.command("serve")(serve)
 app.command("train")(train_command)
 
