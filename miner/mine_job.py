@@ -237,9 +237,9 @@ def run_mine(
             mode=opts.mode,
             threshold=opts.threshold,
             search_fn=tgt["search_fn"],
-            backward_targets=backward,
+            backward_targets=backward,  # type: ignore[arg-type]
             source_groups=groups,
-            source_spans=spans,  # type: ignore[arg-type]
+            source_spans=spans,
         )
         if len(segments)
         else []
