@@ -9,6 +9,7 @@ import sys
 import typer
 
 from miner import __version__
+from miner.commands.demo import demo_command
 from miner.commands.embed import embed_app
 from miner.commands.evaluate import eval_app
 from miner.commands.index import index_app
@@ -30,6 +31,7 @@ app.add_typer(index_app, name="index")
 app.command("search")(search_command)
 app.command("mine")(mine_command)
 app.command("export")(export_command)
+app.command("demo")(demo_command)
 app.command("serve")(serve)
 app.command("train")(train_command)
 

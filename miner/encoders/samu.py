@@ -280,7 +280,7 @@ def load_speech_encoder(path_or_id: str | None = None, device: str | None = None
     """Load the speech encoder named by ``path_or_id``, ``$MINER_SPEECH_MODEL`` or the offline demo model."""
     name = path_or_id or os.environ.get("MINER_SPEECH_MODEL")
     if not name:
-        from miner.demo_model import demo_model_dir
+        from miner.demo import demo_model_dir
 
         name = str(demo_model_dir())
     if device is None:

@@ -1,0 +1,105 @@
+"""Package the trained demo model and demo data into ``miner/demo_assets`` (what `miner demo` ships).
+
+- ``model/``: the SAMU head only (config.json + head.safetensors, backbone ``offline:whisper-base``), with the
+  mining threshold calibrated here (BUCC style, best F1) on dev clips mined against the demo corpus;
+- ``clips/`` + ``clips.tsv``: a few held-out (test split) FLAC clips per language;
+- ``en_corpus.txt``: English sentences holding the clips' translations among held-out distractors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from miner.audio import load_audio
+from miner.encoders.samu import SpeechEncoder
+from miner.encoders.text import load_text_encoder_for
+from miner.evaluate import calibrate_threshold
+from miner.mine import mine_embeddings
+
+log = logging.getLogger("package_demo_assets")
+
+
+def read_tsv(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", type=Path, default=Path("runs/demo/final"))
+    ap.add_argument("--data", type=Path, default=Path("work/demo_run"))
+    ap.add_argument("--out", type=Path, default=Path("miner/demo_assets"))
+    ap.add_argument("--clips-per-lang", type=int, default=4)
+    ap.add_argument("--langs", default="fr,de,es,it,pt,nl,pl,ru,sv")
+    ap.add_argument("--dev-clips", type=int, default=400)
+    ap.add_argument("--corpus-size", type=int, default=5000)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    rng = random.Random(args.seed)
+
+    queries = read_tsv(args.data / "queries_x_en.tsv")
+    by_lang: dict[str, list[dict[str, str]]] = {}
+    for r in queries:
+        by_lang.setdefault(r["lang"], []).append(r)
+    demo = [r for lang in args.langs.split(",") for r in by_lang.get(lang, [])[: args.clips_per_lang]]
+    dev = read_tsv(args.data / "dev.tsv")
+    rng.shuffle(dev)
+    dev = dev[: args.dev_clips]
+
+    # Corpus: the demo and dev clips' translations, then held-out distractors from the evaluation database.
+    must = list(dict.fromkeys([r["translation"] for r in demo] + [r["translation"] for r in dev]))
+    pool = [t for t in (args.data / "en_db.txt").read_text(encoding="utf-8").splitlines() if t and t not in set(must)]
+    rng.shuffle(pool)
+    corpus = sorted(set(must + pool[: max(0, args.corpus_size - len(must))]))
+
+    model = SpeechEncoder.from_pretrained(args.model)
+    text = load_text_encoder_for(model)
+    y = text.encode(corpus, progress=True)
+    x = model.encode([load_audio(args.data / r["audio"]) for r in dev], batch_size=8, progress=True)
+    pairs = mine_embeddings(x, y, k=4, margin="ratio", mode="max", threshold=-1e9)
+    labels = [corpus[t] == dev[s]["translation"] for _, s, t in pairs]
+    threshold, f1, p, r = calibrate_threshold([sc for sc, _, _ in pairs], labels, n_gold=len(dev))
+    log.info("dev calibration on %d clips: threshold %.4f, F1 %.3f (P %.3f, R %.3f)", len(dev), threshold, f1, p, r)
+
+    out = args.out
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "clips").mkdir(parents=True)
+    model.config.extra.update({"mine_threshold": round(float(threshold), 4),
+                               "mine_threshold_dev": {"clips": len(dev), "f1": round(f1, 4), "precision": round(p, 4),
+                                                      "recall": round(r, 4), "corpus": len(corpus)}})
+    model.config.backbone_source = "offline:whisper-base"
+    model.save_pretrained(out / "model", include_backbone=False)
+    for extra in ("MODEL_CARD.md",):
+        if (args.model / extra).is_file():
+            shutil.copy(args.model / extra, out / "model" / extra)
+    rows = []
+    for r in demo:
+        name = Path(r["audio"]).name
+        shutil.copy(args.data / r["audio"], out / "clips" / name)
+        rows.append({"audio": f"clips/{name}", "lang": r["lang"], "text": r["text"], "translation": r["translation"]})
+    with (out / "clips.tsv").open("w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, ["audio", "lang", "text", "translation"], delimiter="\t", lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    (out / "en_corpus.txt").write_text("\n".join(corpus) + "\n", encoding="utf-8")
+    (out / "README.md").write_text(
+        "# Demo assets\n\nWritten by `scripts/package_demo_assets.py`; see `docs/models.md` and the model card.\n"
+        f"- {len(rows)} held-out espeak-ng clips ({args.clips_per_lang} per language), `clips.tsv` their truth\n"
+        f"- `en_corpus.txt`: {len(corpus)} English sentences\n"
+        f"- `model/`: SAMU head on Whisper-base, threshold {threshold:.4f} (dev F1 {f1:.3f})\n", encoding="utf-8")
+    print(json.dumps({"threshold": threshold, "f1": f1, "precision": p, "recall": r, "clips": len(rows),
+                      "corpus": len(corpus)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
