@@ -224,8 +224,8 @@ def test_cli_train_then_eval_retrieval(
     assert isinstance(missing.exception, FileNotFoundError) and "database 'nope' not found" in str(
         missing.exception
     )
-    asr = runner.invoke(app, [*args[:8], "--baseline", "asr"])
-    assert "not available yet" in str(asr.exception)
+    unknown = runner.invoke(app, [*args[:8], "--baseline", "mt"])
+    assert unknown.exit_code != 0 and "mt" in str(unknown.exception)
 
 
 def test_cli_calibrate(tmp_path: Path) -> None:
