@@ -98,8 +98,9 @@ def build_text_database(
     inputs: list[Path],
     *,
     encoder: Any | None = None,
-    embeddings: Path | None = None,
+    embeddings: Path | Any | None = None,
     space_id: str | None = None,
+    encoder_id: str | None = None,
     lang: str | None = None,
     factory: str = "auto",
     shard_size: int = 500_000,
@@ -116,8 +117,10 @@ def build_text_database(
         inputs: corpus files (txt / tsv / jsonl / parquet), read in order.
         encoder: a text encoder (``encode``, ``dim``, ``space_id``, ``model_id``); not needed with ``embeddings``.
         embeddings: a float32 ``.npy`` (n, dim) matrix aligned with the sentences of ``inputs`` (blank lines
-            excluded), for users who embed elsewhere; needs ``space_id``.
+            excluded), for users who embed elsewhere; needs ``space_id``. An array-like (``shape``, ``ndim``,
+            row slices) works too: the Ray engine passes its per-block embeddings this way.
         space_id: the space of ``embeddings``.
+        encoder_id: the encoder recorded for ``embeddings`` (default ``precomputed:<file name>``).
         lang: language of every sentence (else a ``lang`` column where the format has one).
         factory: faiss factory string or ``auto`` (size and memory decide).
         shard_size: vectors per shard.
@@ -140,10 +143,12 @@ def build_text_database(
             raise ValueError(
                 "--embeddings needs --space-id (the embedding space the vectors are in, e.g. labse-768)"
             )
-        matrix = np.load(embeddings, mmap_mode="r")
+        is_file = isinstance(embeddings, str | os.PathLike)
+        matrix = np.load(embeddings, mmap_mode="r") if is_file else embeddings
         if matrix.ndim != 2:
             raise ValueError(f"{embeddings}: expected a 2-D (n, dim) matrix, got shape {matrix.shape}")
-        dim, space, encoder_id = int(matrix.shape[1]), space_id, f"precomputed:{Path(embeddings).name}"
+        default_id = f"precomputed:{Path(embeddings).name}" if is_file else "precomputed"
+        dim, space, encoder_id = int(matrix.shape[1]), space_id, encoder_id or default_id
     elif encoder is None:
         raise ValueError("pass a text encoder or --embeddings")
     else:

@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from miner.audio import AudioError, iter_audio_files, load_audio
+from miner.audio import AudioError, iter_audio_files
 from miner.export import Pair, write_pairs_tsv
 from miner.mine import mine_embeddings
-from miner.segment import cut, segment_recording
 from miner.spaces import check_same_space
+from miner.stages import SpeechEmbedStage
 from miner.types import Segment
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,48 @@ def _file_key(rel: str, path: Path, model_key: str, opts: MineOptions) -> str:
     return hashlib.sha1(raw.encode()).hexdigest()
 
 
+def file_cache_key(rel: str, path: Path, stage: SpeechEmbedStage, opts: MineOptions) -> str:
+    """Cache key of one audio file: its id, size, mtime, the model and the segmentation options."""
+    return _file_key(rel, path, stage.model_key, opts)
+
+
+def speech_stage(encoder: Any, opts: MineOptions) -> SpeechEmbedStage:
+    """The segment+embed stage of a mining run, around a loaded speech encoder."""
+    return SpeechEmbedStage.from_encoder(encoder, **stage_options(opts))
+
+
+def stage_options(opts: MineOptions) -> dict[str, Any]:
+    """:class:`SpeechEmbedStage` keyword arguments taken from the mining options."""
+    return {
+        "segment": opts.segment,
+        "min_seconds": opts.min_seconds,
+        "max_seconds": opts.max_seconds,
+        "max_pause_seconds": opts.max_pause_seconds,
+        "max_audio_seconds": opts.max_audio_seconds,
+        "lang": opts.lang,
+        "batch_size": opts.batch_size,
+    }
+
+
+def read_cache_entry(cache_dir: Path, key: str) -> tuple[list[Segment], np.ndarray] | None:
+    """A finished cache entry (segments, float32 (n, dim) embeddings), or None when there is none yet."""
+    meta_file, emb_file = cache_dir / f"{key}.json", cache_dir / f"{key}.npy"
+    if not (meta_file.is_file() and emb_file.is_file()):
+        return None
+    segs = [Segment.from_dict(d) for d in json.loads(meta_file.read_text())["segments"]]
+    return segs, np.load(emb_file)
+
+
+def write_cache_entry(cache_dir: Path, key: str, segs: list[Segment], emb: np.ndarray) -> None:
+    """Write one file's cache entry atomically: embeddings first, then the JSON that marks it complete."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    emb_file = cache_dir / f"{key}.npy"
+    tmp = emb_file.with_name(emb_file.stem + f".{os.getpid()}.tmp.npy")  # pid: concurrent Ray workers
+    np.save(tmp, np.asarray(emb, dtype=np.float32))
+    os.replace(tmp, emb_file)
+    _atomic_write_text(cache_dir / f"{key}.json", json.dumps({"segments": [s.to_dict() for s in segs]}))
+
+
 def embed_audio_dir(
     audio_dir: Path,
     cache_dir: Path,
@@ -118,43 +160,24 @@ def embed_audio_dir(
         )
     summary.files = len(files)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    model_key = f"{encoder.model_id}|{encoder.space_id}|{getattr(encoder, 'fingerprint', '')}"
+    stage = speech_stage(encoder, opts)
     segments: list[Segment] = []
     chunks: list[np.ndarray] = []
     for path in tqdm(files, desc="segment+embed", unit="file", disable=not progress):
         rel = path.relative_to(audio_dir).as_posix()
-        key = _file_key(rel, path, model_key, opts)
-        meta_file, emb_file = cache_dir / f"{key}.json", cache_dir / f"{key}.npy"
-        if meta_file.is_file() and emb_file.is_file():
-            segs = [Segment.from_dict(d) for d in json.loads(meta_file.read_text())["segments"]]
-            emb = np.load(emb_file)
+        key = file_cache_key(rel, path, stage, opts)
+        cached = read_cache_entry(cache_dir, key)
+        if cached is not None:
+            segs, emb = cached
             summary.files_cached += 1
         else:
             try:
-                wav = load_audio(path, max_seconds=opts.max_audio_seconds)
+                segs, emb = stage.embed_file(path, rel)
             except AudioError as exc:
                 failures.append((str(path), str(exc)))
                 log.warning("skipping %s: %s", path, exc)
                 continue
-            segs = segment_recording(
-                rel,
-                str(path),
-                wav,
-                mode=opts.segment,  # type: ignore[arg-type]
-                min_seconds=opts.min_seconds,
-                max_seconds=opts.max_seconds,
-                max_pause_seconds=opts.max_pause_seconds,
-                lang=opts.lang,
-            )
-            emb = (
-                encoder.encode([cut(wav, s.start, s.duration) for s in segs], batch_size=opts.batch_size)
-                if segs
-                else np.zeros((0, encoder.dim), np.float32)
-            )
-            tmp = emb_file.with_name(emb_file.stem + ".tmp.npy")
-            np.save(tmp, emb.astype(np.float32))
-            os.replace(tmp, emb_file)  # embeddings first: the json marks the entry complete
-            _atomic_write_text(meta_file, json.dumps({"segments": [s.to_dict() for s in segs]}))
+            write_cache_entry(cache_dir, key, segs, emb)
         segments.extend(segs)
         chunks.append(emb)
     x = np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), np.float32)

@@ -243,3 +243,49 @@ def test_cli_calibrate(tmp_path: Path) -> None:
     got = json.loads(out.read_text())
     assert got["threshold"] == pytest.approx(0.75) and got["recall"] == pytest.approx(2 / 3)
     assert got["gold"] == 3 and "F1 80.00" in result.output
+
+
+def test_cli_speech_to_speech_retrieval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_whisper_dir: Path, tiny_st_dir: Path
+) -> None:
+    """--db a speech manifest: each query clip, searched among the same clips, retrieves itself (R@1 = 1)."""
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from miner.encoders.samu import SpeechEncoder
+    from tests.test_train_loop import write_tiny_corpus
+
+    torch.set_num_threads(1)
+    monkeypatch.setenv("MINER_HOME", str(tmp_path / "home"))
+    manifest = write_tiny_corpus(tmp_path / "data")
+    model = SpeechEncoder.from_backbone(
+        str(tiny_whisper_dir), dim=16, space_id="st-model-16", teacher=str(tiny_st_dir)
+    )
+    folder = model.save_pretrained(tmp_path / "samu")
+    from miner.train.data import load_utterance_audio, read_manifest
+
+    emb = SpeechEncoder.from_pretrained(folder).encode(
+        [load_utterance_audio(u) for u in read_manifest(manifest)]
+    )
+    assert len(np.unique(np.round(emb, 5), axis=0)) == len(emb)  # distinct clips, so self-retrieval is unique
+    out = tmp_path / "s2s.json"
+    result = CliRunner().invoke(
+        _app(),
+        [
+            "eval",
+            "retrieval",
+            "--queries",
+            str(manifest),
+            "--db",
+            str(manifest),
+            "--model",
+            str(folder),
+            "--gold",
+            "text",
+            "--json",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["samu"]["avg"]["r1"] == 1.0 and report["samu"]["avg"]["n"] == 16

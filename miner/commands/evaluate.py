@@ -118,6 +118,51 @@ def named_database(
     return index.search, id_to_text
 
 
+def is_speech_manifest(db: str) -> bool:
+    """True when ``db`` is a manifest file (TSV header or JSONL keys) with an ``audio`` column."""
+    path = Path(db).expanduser()
+    if not path.is_file() or path.suffix.lower() not in (".tsv", ".jsonl"):
+        return False
+    with path.open(encoding="utf-8") as f:
+        first = f.readline()
+    if path.suffix.lower() == ".tsv":
+        return "audio" in first.rstrip("\n").split("\t")
+    try:
+        return "audio" in json.loads(first)
+    except json.JSONDecodeError:
+        return False
+
+
+def speech_manifest_database(
+    path: Path, speech: Any, batch_size: int, root: Path | None = None
+) -> tuple[SearchFn, Callable[[int], str]]:
+    """The speech of a manifest as the search side (speech-to-speech retrieval); an item's text is its transcript.
+
+    Embeddings are cached in ``<data root>/cache/speech/<sha of the manifest>-<space id>.npy``.
+    """
+    import numpy as np
+
+    from miner.home import data_root
+    from miner.train.data import load_utterance_audio, read_manifest
+
+    utts = read_manifest(path, require_lang=False)
+    cache = (
+        data_root(root)
+        / "cache"
+        / "speech"
+        / f"{_file_sha(path)[:16]}-{speech.fingerprint}-{speech.space_id}.npy"
+    )
+    emb = np.load(cache) if cache.is_file() else None
+    if emb is None or emb.shape != (len(utts), speech.dim):
+        emb = speech.encode([load_utterance_audio(u) for u in utts], batch_size=batch_size, progress=True)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp.npy")
+        np.save(tmp, emb)
+        os.replace(tmp, cache)
+    texts = [u.text for u in utts]
+    return exact_search(emb), lambda i: texts[i]
+
+
 def open_database(db: str, text_encoder: Any) -> tuple[SearchFn, Callable[[int], str]]:
     path = Path(db).expanduser()
     if path.is_file():
@@ -153,8 +198,9 @@ def retrieval(
     db: str = typer.Option(
         ...,
         "--db",
-        help="Corpus file to search (embedded on the fly, cached) or the name of "
-        "a database under the data root.",
+        help="Corpus file to search (embedded on the fly, cached), the name of "
+        "a database under the data root, or a speech manifest (TSV/JSONL with an audio column: "
+        "speech-to-speech retrieval, an item's text is its transcript).",
     ),
     model: str | None = typer.Option(
         None, help="SAMU model folder (default: $MINER_SPEECH_MODEL or the demo model)."
@@ -204,7 +250,10 @@ def retrieval(
     check_same_space(
         speech.space_id, text_encoder.space_id, "speech model", "text encoder", speech.dim, text_encoder.dim
     )
-    search, id_to_text = open_database(db, text_encoder)
+    if is_speech_manifest(db):  # speech-to-speech: the search side is the speech of that manifest
+        search, id_to_text = speech_manifest_database(Path(db).expanduser(), speech, batch_size)
+    else:
+        search, id_to_text = open_database(db, text_encoder)
     waves = [load_utterance_audio(u) for u in utts]
     q = speech.encode(waves, batch_size=batch_size, progress=True)
     results = evaluate_retrieval(q, search, id_to_text, gold_texts, langs, k=k)

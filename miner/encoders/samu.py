@@ -12,6 +12,7 @@ space id, teacher) and safetensors weights, never pickles. A folder may hold onl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -214,6 +215,20 @@ class SpeechEncoder(nn.Module):
         return str(
             self.config.extra.get("model_id", f"samu-{self.config.backbone_type}-{self.config.space_id}")
         )
+
+    @property
+    def fingerprint(self) -> str:
+        """12 hex digits over the head's weights and the backbone source: tells caches of two models apart.
+
+        The backbone's own weights are not hashed (hundreds of MB); a fine-tuned backbone is saved with the
+        model (``backbone_source`` is then None) and its head differs too.
+        """
+        h = hashlib.sha1(str(self.config.backbone_source).encode())
+        for name, t in sorted(self.state_dict().items()):
+            if not name.startswith("backbone."):
+                h.update(name.encode())
+                h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return h.hexdigest()[:12]
 
     @property
     def device(self) -> torch.device:
