@@ -5,6 +5,7 @@ Outputs in ``--out`` (default ``work/demo_run``):
 - ``dev.tsv``: up to ``--dev-per-lang`` dev clips per language, for the dev loss;
 - ``queries_x_en.tsv``: test clips of each non-English language (held-out meanings), ``translation`` = English;
 - ``queries_en_x.tsv``: English test clips, ``translation`` = the French sentence (EN->X direction);
+- ``en_speech_db.tsv``: English test and dev clips, the search side of speech-to-speech X->EN retrieval;
 - ``en_db.txt``: English sentences of every test meaning plus held-out distractors (dev meanings, then train
   meanings unused by training) up to ``--db-size``; ``fr_db.txt`` likewise in French.
 All paths in the manifests are relative to ``--out`` so the folder can move.
@@ -82,6 +83,9 @@ def main() -> None:
     en_test = sorted(en_test, key=lambda r: r["meaning_id"])[: args.test_per_lang]
     en_queries = [dict(r, translation=by_meaning[r["meaning_id"]]["fr"]) for r in en_test]
     write_tsv(args.out / "queries_en_x.tsv", rebase(en_queries, args.data, args.out), cols)
+
+    en_speech = [r for r in test_all + read_tsv(args.data / "dev.tsv") if r["lang"] == "en"]
+    write_tsv(args.out / "en_speech_db.tsv", rebase(en_speech, args.data, args.out), cols)
 
     # Databases: every test meaning, then held-out distractors (never spoken in training).
     used = {r["meaning_id"] for r in train}
