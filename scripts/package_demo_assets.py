@@ -16,8 +16,6 @@ import random
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from miner.audio import load_audio
 from miner.encoders.samu import SpeechEncoder
 from miner.encoders.text import load_text_encoder_for
@@ -67,16 +65,18 @@ def main() -> None:
     x = model.encode([load_audio(args.data / r["audio"]) for r in dev], batch_size=8, progress=True)
     pairs = mine_embeddings(x, y, k=4, margin="ratio", mode="max", threshold=-1e9)
     labels = [corpus[t] == dev[s]["translation"] for _, s, t in pairs]
-    threshold, f1, p, r = calibrate_threshold([sc for sc, _, _ in pairs], labels, n_gold=len(dev))
-    log.info("dev calibration on %d clips: threshold %.4f, F1 %.3f (P %.3f, R %.3f)", len(dev), threshold, f1, p, r)
+    threshold, f1, precision, recall = calibrate_threshold([sc for sc, _, _ in pairs], labels, n_gold=len(dev))
+    log.info("dev calibration on %d clips: threshold %.4f, F1 %.3f (P %.3f, R %.3f)", len(dev), threshold, f1,
+             precision, recall)
 
     out = args.out
     if out.exists():
         shutil.rmtree(out)
     (out / "clips").mkdir(parents=True)
     model.config.extra.update({"mine_threshold": round(float(threshold), 4),
-                               "mine_threshold_dev": {"clips": len(dev), "f1": round(f1, 4), "precision": round(p, 4),
-                                                      "recall": round(r, 4), "corpus": len(corpus)}})
+                               "mine_threshold_dev": {"clips": len(dev), "f1": round(f1, 4),
+                                                      "precision": round(precision, 4), "recall": round(recall, 4),
+                                                      "corpus": len(corpus)}})
     model.config.backbone_source = "offline:whisper-base"
     model.save_pretrained(out / "model", include_backbone=False)
     for extra in ("MODEL_CARD.md",):
@@ -97,7 +97,7 @@ def main() -> None:
         f"- {len(rows)} held-out espeak-ng clips ({args.clips_per_lang} per language), `clips.tsv` their truth\n"
         f"- `en_corpus.txt`: {len(corpus)} English sentences\n"
         f"- `model/`: SAMU head on Whisper-base, threshold {threshold:.4f} (dev F1 {f1:.3f})\n", encoding="utf-8")
-    print(json.dumps({"threshold": threshold, "f1": f1, "precision": p, "recall": r, "clips": len(rows),
+    print(json.dumps({"threshold": threshold, "f1": f1, "precision": precision, "recall": recall, "clips": len(rows),
                       "corpus": len(corpus)}, indent=1))
 
 
