@@ -17,12 +17,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.audio_input import AudioTooLong, InvalidAudio, UnsupportedAudio
 from api.batching import BatcherClosed, QueueFull
-from miner.databases import UnknownDatabase, WrongDatabaseKind
 from api.limits import BodyTooLarge
 from api.search import InvalidQuery
 from api.security import Unauthorized
 from api.state import NotReady
 from miner.audio import AudioError
+from miner.databases import UnknownDatabase, WrongDatabaseKind
 from miner.spaces import SpaceMismatchError
 
 __all__ = ["ERROR_STATUS", "error_response", "install_error_handlers"]

@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 
-from miner.databases import Database, Hit
 from api.metrics import Metrics
+from miner.databases import Database, Hit
 
 __all__ = ["InvalidQuery", "check_k", "search_one"]
 

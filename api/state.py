@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from api.batching import MicroBatcher
+from api.metrics import Metrics
+from api.settings import Settings
 from miner.databases import (
     Database,
     DatabasePlan,
@@ -31,8 +33,6 @@ from miner.databases import (
     open_database,
     plan_databases,
 )
-from api.metrics import Metrics
-from api.settings import Settings
 from miner.spaces import SpaceMismatchError, check_same_space
 
 __all__ = ["Models", "NotReady", "ServiceState", "Services", "load_models"]

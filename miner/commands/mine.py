@@ -36,9 +36,17 @@ def mine_command(
     ),
     batch_size: int = typer.Option(8, min=1, help="Clips per speech-encoder forward pass."),
     home: Path | None = typer.Option(None, help="Data root (default $MINER_HOME or ./data)."),
+    engine: str = typer.Option("local", help="local (in this process) | ray (Ray Data actor pools)."),
+    ray_address: str | None = typer.Option(
+        None, help="Ray cluster address (default $RAY_ADDRESS, else a local Ray for this job)."
+    ),
+    workers: int = typer.Option(
+        1, min=1, help="Ray workers, one model each (one GPU each when there are GPUs)."
+    ),
 ) -> None:
     """Mine aligned speech-text (or speech-speech) pairs and write pairs.tsv, pairs.jsonl and summary.json."""
     from miner.database_build import database_folder
+    from miner.distributed import check_engine
     from miner.encoders.samu import load_speech_encoder
     from miner.encoders.text import load_text_encoder_for
     from miner.margin import parse_margin
@@ -48,6 +56,7 @@ def mine_command(
     if sum(x is not None for x in (text_db, speech_db, text_file)) != 1:
         raise typer.BadParameter("pass exactly one of --text-db, --speech-db or --text-file")
     parse_margin(margin), parse_mode(mode)  # fail before any work
+    check_engine(engine)
     if segment not in ("file", "vad"):
         raise typer.BadParameter(f"--segment {segment!r}: use file or vad")
     if backward not in ("auto", "candidates", "all"):
@@ -66,6 +75,7 @@ def mine_command(
         batch_size=batch_size,
     )
     encoder = load_speech_encoder(model)
+    folder = None
     if text_file is not None:
         text_encoder = load_text_encoder_for(encoder)
         target, kind = str(text_file), "text"
@@ -90,15 +100,31 @@ def mine_command(
                 )
             return t
 
-    summary = run_mine(
-        audio_dir,
-        out,
-        speech_encoder=encoder,
-        target=target,
-        target_kind=kind,
-        open_target=open_target,
-        opts=opts,
-    )
+    if engine == "ray":
+        from miner.distributed import RayOptions, ray_run_mine
+
+        summary = ray_run_mine(
+            audio_dir,
+            out,
+            speech_encoder=encoder,
+            model_path=model,
+            target=target,
+            target_kind=kind,
+            open_target=open_target,
+            opts=opts,
+            ray=RayOptions(address=ray_address, workers=workers),
+            db_folder=folder,
+        )
+    else:
+        summary = run_mine(
+            audio_dir,
+            out,
+            speech_encoder=encoder,
+            target=target,
+            target_kind=kind,
+            open_target=open_target,
+            opts=opts,
+        )
     typer.echo(
         f"{summary.pairs} pairs from {summary.segments} segments of {summary.files} files "
         f"({summary.files_failed} failed to decode, see failures.tsv) -> {out / 'pairs.tsv'}"

@@ -1,0 +1,212 @@
+"""The Ray engine gives the local engine's outputs: text databases, mined pairs, retried and resumed blocks.
+
+A local Ray (2 CPUs, no dashboard) is started once for the module and shut down after it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("ray.data", reason="ray[data] is not installed: pip install 'samu-miner[ray]'")
+
+import ray  # noqa: E402
+
+from miner.audio import write_audio  # noqa: E402
+from miner.cli import app  # noqa: E402
+from miner.database_build import build_text_database  # noqa: E402
+from miner.distributed import RayOptions, ray_build_text_database, ray_run_mine  # noqa: E402
+from miner.encoders.samu import SpeechEncoder  # noqa: E402
+from miner.encoders.text import load_text_encoder  # noqa: E402
+from miner.mine_job import MineOptions, database_target, run_mine  # noqa: E402
+from tests.conftest import make_clip  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+runner = CliRunner()
+WORDS = [
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "sleeps",
+    "runs",
+    "on",
+    "sofa",
+    "house",
+    "le",
+    "chat",
+    "chien",
+    "dort",
+    "maison",
+    "sur",
+    "der",
+    "die",
+    "hund",
+    "katze",
+]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _corpus(path: Path, n: int = 40, seed: int = 5) -> Path:
+    """n sentences with duplicates inside and across blocks, and a blank line."""
+    rng = np.random.default_rng(seed)
+    lines = [" ".join(rng.choice(WORDS, rng.integers(1, 9))) for _ in range(n)]
+    for i in range(3, n, 7):
+        lines[i] = lines[i - 2]  # a duplicate in the same or the previous block
+    lines[n - 1] = lines[0]  # a duplicate several blocks later
+    lines.insert(n // 4, "")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != "manifest.json"}
+
+
+def _manifest(folder: Path) -> dict:
+    data = json.loads((folder / "manifest.json").read_text())
+    data.pop("created")
+    return data
+
+
+def test_text_database_equals_local_and_a_failed_block_is_retried_once(
+    tmp_path: Path, tiny_st_dir: Path, local_ray: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    corpus = _corpus(tmp_path / "c.txt")
+    common = {"factory": "Flat", "shard_size": 16, "progress": False}
+    local = build_text_database(
+        "en", [corpus], encoder=load_text_encoder(str(tiny_st_dir)), root=tmp_path / "local", **common
+    )
+    flag = tmp_path / "failed-once"
+    with caplog.at_level(logging.INFO, logger="miner.distributed"):
+        remote = ray_build_text_database(
+            "en",
+            [corpus],
+            encoder_name=str(tiny_st_dir),
+            ray=RayOptions(workers=2, block_size=7, fail_once=str(flag)),
+            root=tmp_path / "ray",
+            **common,
+        )
+    assert flag.is_file(), "the fault hook never fired"
+    assert "blocks retried: [" in caplog.text
+    assert (remote.added, remote.duplicates, remote.blank) == (local.added, local.duplicates, local.blank)
+    lines = [t for t in corpus.read_text().splitlines() if t]
+    assert local.duplicates == len(lines) - len(set(lines)) >= 5 and len(local.manifest.shards) >= 2
+    # Byte-identical shards and store: no block lost, none added twice, same order.
+    assert _folder_bytes(tmp_path / "ray" / "en") == _folder_bytes(tmp_path / "local" / "en")
+    assert _manifest(tmp_path / "ray" / "en") == _manifest(tmp_path / "local" / "en")
+    assert not (tmp_path / "ray" / ".ray-work" / "index-en").exists()
+
+
+def test_a_failed_job_resumes_without_redoing_finished_blocks(
+    tmp_path: Path, tiny_st_dir: Path, local_ray: None
+) -> None:
+    corpus = _corpus(tmp_path / "c.txt", n=30, seed=9)
+    flag = tmp_path / "failed-once"
+    kwargs = {"encoder_name": str(tiny_st_dir), "factory": "Flat", "progress": False, "keep_blocks": True}
+    with pytest.raises(RuntimeError, match="run the same command again"):
+        ray_build_text_database(
+            "en",
+            [corpus],
+            ray=RayOptions(workers=2, block_size=6, retries=0, fail_once=str(flag)),
+            root=tmp_path,
+            **kwargs,
+        )
+    work = tmp_path / ".ray-work" / "index-en"
+    failed = int(flag.read_text())
+    assert not (work / f"block_{failed:05d}.done").exists()
+    finished = {
+        p.name: p.stat().st_mtime_ns for p in work.glob("block_*.npy") if p.with_suffix(".done").exists()
+    }
+    report = ray_build_text_database(
+        "en", [corpus], ray=RayOptions(workers=2, block_size=6), root=tmp_path, **kwargs
+    )
+    assert report.manifest.complete and report.inputs == 30
+    assert {name: (work / name).stat().st_mtime_ns for name in finished} == finished  # not recomputed
+    assert sorted(p.name for p in work.glob("block_*.done")) == [f"block_{b:05d}.done" for b in range(5)]
+
+
+def test_embed_text_cli_with_ray_matches_local(tmp_path: Path, tiny_st_dir: Path, local_ray: None) -> None:
+    corpus = _corpus(tmp_path / "c.txt", n=12)
+    for engine in ("local", "ray"):
+        result = runner.invoke(
+            app,
+            ["embed", "text", "-i", str(corpus), "-o", str(tmp_path / f"{engine}.npy"), "--encoder",
+             str(tiny_st_dir), "--engine", engine, "--workers", "2"],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output + repr(result.exception)
+    np.testing.assert_array_equal(np.load(tmp_path / "ray.npy"), np.load(tmp_path / "local.npy"))
+    meta = [json.loads((tmp_path / f"{e}.json").read_text()) for e in ("local", "ray")]
+    assert meta[0] == meta[1] and meta[0]["count"] == 12
+    assert not list(tmp_path.glob(".ray.npy.blocks"))
+
+
+def test_mined_pairs_equal_local(
+    tmp_path: Path, tiny_whisper_dir: Path, tiny_st_dir: Path, local_ray: None
+) -> None:
+    rng = np.random.default_rng(11)
+    audio = tmp_path / "audio"
+    clips = [make_clip(rng, 1.0 + 0.25 * i) for i in range(7)]
+    for i, c in enumerate(clips):
+        write_audio(audio / ("fr" if i % 2 else "de") / f"clip{i}.flac", c)
+    (audio / "broken.flac").write_bytes(b"not audio")
+    model_dir = SpeechEncoder.from_backbone(
+        str(tiny_whisper_dir), dim=16, space_id="st-model-16", teacher=str(tiny_st_dir)
+    ).save_pretrained(tmp_path / "samu")
+    encoder = SpeechEncoder.from_pretrained(model_dir)
+    x = encoder.encode(clips)
+    vectors = np.concatenate([x[:4], rng.standard_normal((30, 16)).astype(np.float32)])
+    order = rng.permutation(len(vectors))
+    texts = [f"planted {i}" for i in range(4)] + [f"distractor {i}" for i in range(30)]
+    (tmp_path / "t.txt").write_text("\n".join(texts[j] for j in order) + "\n")
+    np.save(tmp_path / "emb.npy", vectors[order])
+    build_text_database(
+        "en",
+        [tmp_path / "t.txt"],
+        embeddings=tmp_path / "emb.npy",
+        space_id="st-model-16",
+        factory="Flat",
+        shard_size=10,
+        root=tmp_path / "home",
+        progress=False,
+    )
+    folder = tmp_path / "home" / "en"
+    opts = MineOptions(k=2, threshold=0.0)
+    common = {
+        "speech_encoder": encoder,
+        "target": "en",
+        "target_kind": "text",
+        "open_target": lambda: database_target(folder),
+        "opts": opts,
+        "progress": False,
+    }
+    local = run_mine(audio, tmp_path / "local", **common)
+    flag = tmp_path / "failed-once"
+    remote = ray_run_mine(
+        audio,
+        tmp_path / "ray",
+        model_path=str(model_dir),
+        ray=RayOptions(workers=2, block_size=3, fail_once=str(flag)),
+        db_folder=folder,
+        **common,
+    )
+    assert flag.is_file(), "the fault hook never fired"
+    assert local.pairs >= 4 and remote.pairs == local.pairs
+    for name in ("pairs.tsv", "pairs.jsonl", "failures.tsv"):
+        assert (tmp_path / "ray" / name).read_text() == (tmp_path / "local" / name).read_text(), name
+    # The speech side came from the actors (cache complete before the driver's pass) and kNN from 2 blocks.
+    assert remote.files_cached == 7 and remote.files_failed == 1
+    knn = list((tmp_path / "ray" / "cache").glob("knn-*/block_*.done"))
+    assert len(knn) == 2
