@@ -192,6 +192,9 @@ class SpeechEncoder(nn.Module):
             state, str(tmp / (FULL_WEIGHTS if include_backbone else HEAD_WEIGHTS)), metadata={"format": "pt"}
         )
         (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2, sort_keys=True))
+        tmp.chmod(0o755)  # mkdtemp makes the folder private; a model folder is meant to be shared
+        for f in tmp.iterdir():
+            f.chmod(0o644)
         if out.exists():  # replace the old folder only once the new one is complete
             old = out.with_name(f".{out.name}.old")
             os.replace(out, old)
