@@ -41,7 +41,18 @@ def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug lo
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,  # rebind to the current stderr on every invocation (tests invoke the app many times)
     )
+    if not verbose:  # third-party chatter: faiss prints its CPU-feature probing at INFO (and sets its own level)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_quiet_third_party)
+
+
+_NOISY = ("faiss", "httpx", "urllib3", "ray")
+
+
+def _quiet_third_party(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or not record.name.startswith(_NOISY)
 
 
 @app.command()
