@@ -281,3 +281,30 @@ def test_append_adds_shards_and_search_equals_flat(tmp_path) -> None:
     d, i = idx.search(q, 5)
     np.testing.assert_array_equal(i, i_ref)
     np.testing.assert_allclose(d, d_ref, rtol=1e-5)
+
+
+def test_in_memory_ivf_shards_are_merged_with_global_ids(tmp_path) -> None:
+    """IVF shards sharing centroids load as one index (one scan per list); ids, scores, vectors unchanged."""
+    import faiss
+    import numpy as np
+
+    from index.build import ShardWriter
+    from index.sharded import ShardedIndex
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3000, 16)).astype(np.float32)
+    faiss.normalize_L2(x)
+    with ShardWriter(tmp_path / "db", 16, "IVF16,Flat", space_id="t", shard_size=1000, store=False,
+                     tune_queries=0, created="t") as w:
+        w.add(x)
+    merged = ShardedIndex.load(tmp_path / "db", mmap=False)
+    separate = ShardedIndex.load(tmp_path / "db", mmap=True, mmap_min_bytes=0)  # memory-mapped: not merged
+    assert len(merged._shards) == 1 and len(separate._shards) == 3
+    q = x[rng.choice(3000, 50, replace=False)]
+    for nprobe in (1, 4, 16):
+        d1, i1 = merged.search(q, 7, nprobe=nprobe)
+        d2, i2 = separate.search(q, 7, nprobe=nprobe)
+        np.testing.assert_array_equal(i1, i2)
+        np.testing.assert_allclose(d1, d2, rtol=1e-6)
+    ids = np.array([0, 999, 1000, 2999])
+    np.testing.assert_allclose(merged.reconstruct_batch(ids), x[ids], atol=1e-6)
