@@ -56,7 +56,8 @@ class ShardedIndex:
         Args:
             folder: the database folder.
             mmap: memory-map shards of at least ``mmap_min_bytes`` (``faiss.IO_FLAG_MMAP``) instead of reading
-                them into memory.
+                them into memory. IVF shards read into memory that share their centroids are merged into one
+                index with global ids (one scan per probed list: about 2x faster at 1.6M vectors).
             gpu: copy the shards to all GPUs when faiss has GPUs; on a CPU-only faiss a warning is logged and
                 search stays on the CPU.
             fp16: with ``gpu``, store vectors / lookup tables in float16 on the GPU.
