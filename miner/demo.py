@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,5 +119,4 @@ def run_demo(
     echo(f"\n{n_pairs} pairs mined from {summary.segments} clips: precision {precision:.2f}, recall {recall:.2f} "
          f"({n_correct} correct of {len(truth)} clips that have a translation in the database)")
     echo(f"outputs: {out / 'pairs.tsv'}, {out / 'pairs.jsonl'}, {out / 'summary.json'} ({result.seconds:.0f} s)")
-    os.environ.setdefault("MINER_HOME", str(root))
     return result
