@@ -35,12 +35,7 @@ async def speech_to_text(
 ) -> TextSearchResponse:
     """Sentences of ``text_db`` nearest to the spoken query."""
     start = time.perf_counter()
-    check_k(k, settings.max_k)
-    db = services.database(text_db, "text")
-    with services.speech_batcher.announce():  # a forming batch waits for this clip while it decodes
-        wav = await read_audio(audio, settings)
-    vector = await services.speech_batcher.submit(wav)
-    hits = await search_one(db, vector, k, metrics)
+    hits = await _speech_query(services, settings, metrics, audio, text_db, "text", k)
     return TextSearchResponse(results=[text_hit(h) for h in hits], took_ms=_ms(start))
 
 
@@ -55,13 +50,26 @@ async def speech_to_speech(
 ) -> SpeechSearchResponse:
     """Utterances of ``speech_db`` nearest to the spoken query."""
     start = time.perf_counter()
+    hits = await _speech_query(services, settings, metrics, audio, speech_db, "speech", k)
+    return SpeechSearchResponse(results=[speech_hit(h) for h in hits], took_ms=_ms(start))
+
+
+async def _speech_query(
+    services: ServicesDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    audio: AudioFile,
+    name: str,
+    kind: str,
+    k: int,
+) -> list:
+    """Decode an uploaded clip, embed it in the shared batch, search database ``name`` of ``kind``."""
     check_k(k, settings.max_k)
-    db = services.database(speech_db, "speech")
+    db = services.database(name, kind)
     with services.speech_batcher.announce():  # a forming batch waits for this clip while it decodes
         wav = await read_audio(audio, settings)
     vector = await services.speech_batcher.submit(wav)
-    hits = await search_one(db, vector, k, metrics)
-    return SpeechSearchResponse(results=[speech_hit(h) for h in hits], took_ms=_ms(start))
+    return await search_one(db, vector, k, metrics)
 
 
 async def _text_query(
