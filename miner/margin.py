@@ -12,10 +12,14 @@ that are close to everything, which a raw cosine threshold cannot.
 from __future__ import annotations
 
 from enum import Enum
+from typing import TypeVar
 
 import numpy as np
 
 __all__ = ["Margin", "knn_mean", "margin_scores", "parse_margin"]
+
+
+E = TypeVar("E", bound=Enum)
 
 
 class Margin(str, Enum):
@@ -52,13 +56,18 @@ def parse_margin(value: str | Margin) -> Margin:
     Raises:
         ValueError: unknown name; the message lists the choices.
     """
-    if isinstance(value, Margin):
+    return parse_choice(Margin, value, "margin")
+
+
+def parse_choice(enum: type[E], value: str | E, what: str) -> E:
+    """``value`` as a member of the string enum ``enum``; a ValueError naming ``what`` and the choices if unknown."""
+    if isinstance(value, enum):
         return value
     try:
-        return Margin(str(value).lower())
+        return enum(str(value).lower())
     except ValueError:
-        choices = ", ".join(m.value for m in Margin)
-        raise ValueError(f"unknown margin {value!r}: choose one of {choices}") from None
+        choices = ", ".join(m.value for m in enum)
+        raise ValueError(f"unknown {what} {value!r}: choose one of {choices}") from None
 
 
 def knn_mean(sims: np.ndarray, k: int | None = None) -> np.ndarray:

@@ -46,7 +46,7 @@ from typing import Literal
 
 import numpy as np
 
-from miner.margin import Margin, knn_mean, margin_scores, parse_margin
+from miner.margin import Margin, knn_mean, margin_scores, parse_choice, parse_margin
 
 __all__ = [
     "Backward",
@@ -84,13 +84,7 @@ def parse_mode(value: str | Mode) -> Mode:
     Raises:
         ValueError: unknown name; the message lists the choices.
     """
-    if isinstance(value, Mode):
-        return value
-    try:
-        return Mode(str(value).lower())
-    except ValueError:
-        choices = ", ".join(m.value for m in Mode)
-        raise ValueError(f"unknown mode {value!r}: choose one of {choices}") from None
+    return parse_choice(Mode, value, "mode")
 
 
 # ----------------------------------------------------------------------------------------------------------
