@@ -18,10 +18,14 @@ def backbone_dir(request: pytest.FixtureRequest, tiny_wav2vec2_dir: Path, tiny_w
     return tiny_wav2vec2_dir if request.param == "wav2vec2" else tiny_whisper_dir
 
 
-@pytest.fixture()
-def model(backbone_dir: Path) -> SpeechEncoder:
+TINY_ADAPTER = {"layers": 2, "dim": 16, "heads": 2, "ffn": 32, "stride": 2}
+
+
+@pytest.fixture(params=["paper-head", "adapter-head"])
+def model(request: pytest.FixtureRequest, backbone_dir: Path) -> SpeechEncoder:
+    adapter = TINY_ADAPTER if request.param == "adapter-head" else None
     return SpeechEncoder.from_backbone(
-        str(backbone_dir), dim=24, space_id="test-24", teacher="tiny-st"
+        str(backbone_dir), dim=24, space_id="test-24", teacher="tiny-st", adapter=adapter
     ).eval()
 
 
@@ -88,6 +92,38 @@ def test_pooling_ignores_padding_frames() -> None:
     garbage[:, 3:] = 1e4
     torch.testing.assert_close(pool(frames, mask), pool(garbage, mask))
     torch.testing.assert_close(pool(frames, mask), pool(frames[:, :3], mask[:, :3]))
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_adapter_ignores_padding_frames(stride: int) -> None:
+    from miner.encoders.samu import FrameAdapter
+
+    torch.manual_seed(0)
+    adapter = FrameAdapter(8, layers=2, dim=16, heads=2, ffn=32, stride=stride).eval()
+    frames = torch.randn(1, 7, 8)
+    mask = torch.tensor([[True] * 5 + [False] * 2])
+    garbage = frames.clone()
+    garbage[:, 5:] = 1e4
+    out, out_mask = adapter(frames, mask)
+    assert out.shape == (1, -(-7 // stride), 16) and int(out_mask.sum()) == -(-5 // stride)
+    out_garbage, _ = adapter(garbage, mask)
+    torch.testing.assert_close(out[out_mask], out_garbage[out_mask])
+    alone, _ = adapter(frames[:, :5], mask[:, :5])
+    torch.testing.assert_close(out[out_mask], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_adapter_weights_travel_in_the_head_folder(tiny_whisper_dir: Path, tmp_path: Path) -> None:
+    model = SpeechEncoder.from_backbone(
+        str(tiny_whisper_dir), dim=8, space_id="s", teacher="t", adapter=TINY_ADAPTER
+    )
+    names = {n for n, _ in model.named_parameters() if not n.startswith("backbone.")}
+    assert {n for n in names if n.startswith("adapter.")} and {id(p) for p in model.head_parameters()} == {
+        id(p) for n, p in model.named_parameters() if n in names
+    }
+    folder = model.save_pretrained(tmp_path / "head", include_backbone=False)
+    assert json.loads((folder / "config.json").read_text())["adapter"] == TINY_ADAPTER
+    loaded = SpeechEncoder.from_pretrained(folder)
+    assert loaded.adapter is not None and loaded.adapter.stride == 2
 
 
 def test_bad_inputs_raise_clear_errors(model: SpeechEncoder, tmp_path: Path) -> None:

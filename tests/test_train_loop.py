@@ -332,3 +332,42 @@ def test_cached_frames_train_like_the_backbone(
     assert len(live) == 5
     np.testing.assert_allclose(cached, live, atol=2e-3)
     assert (tmp_path / "cached" / "checkpoints" / "step_000005" / "head.safetensors").is_file()  # head only
+
+
+def test_adapter_head_trains_on_cached_frames_and_resumes_exactly(
+    corpus: Path, tiny_whisper_dir: Path, spread_st_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from miner.encoders.samu import SpeechEncoder
+    from miner.train.loop import MODEL_CARD, train
+
+    kw = {
+        "max_updates": 8,
+        "head_only_updates": 8,
+        "cache_features": True,
+        "save_every": 4,
+        "eval_every": 4,
+        "dev_manifest": corpus,
+        "adapter_layers": 1,
+        "adapter_dim": 8,
+        "adapter_heads": 2,
+        "adapter_ffn": 16,
+        "adapter_dropout": 0.2,  # dropout draws must resume exactly too
+    }
+    a, b = tmp_path / "a", tmp_path / "b"
+    final = train(make_config(corpus, tiny_whisper_dir, spread_st_dir, a, **kw))
+    shutil.copytree(a / "checkpoints" / "step_000004", b / "checkpoints" / "step_000004")
+    train(make_config(corpus, tiny_whisper_dir, spread_st_dir, b, **kw))
+    la = {m["step"]: m["loss"] for m in read_metrics(a) if "loss" in m}
+    lb = {m["step"]: m["loss"] for m in read_metrics(b) if "loss" in m}
+    assert sorted(lb) == [5, 6, 7, 8] and [lb[s] for s in lb] == [la[s] for s in lb]
+    dev = [m for m in read_metrics(a) if "dev_loss" in m]
+    assert [m["step"] for m in dev] == [0, 4, 8] and all(0.0 <= m["dev_r1"] <= 1.0 for m in dev)
+    assert dev[-1]["dev_loss"] < dev[0]["dev_loss"]
+    model = SpeechEncoder.from_pretrained(final)
+    assert model.adapter is not None and model.config.adapter is not None
+    assert (
+        model.config.adapter["layers"] == 1
+        and "1 trainable transformer layers" in (final / MODEL_CARD).read_text()
+    )

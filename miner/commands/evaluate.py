@@ -92,30 +92,25 @@ def corpus_database(
 def named_database(
     name: str, space_id: str, root: Path | None = None
 ) -> tuple[SearchFn, Callable[[int], str]]:
-    """A text database built under the data root (``<data root>/<name>/manifest.json``)."""
-    from miner.home import check_name, data_root
+    """A text database built under the data root, opened as the API and ``miner search`` open it."""
+    from miner.databases import open_database, plan_databases
+    from miner.home import data_root
 
-    check_name(name)
-    folder = data_root(root) / name
-    if not (folder / "manifest.json").is_file():
+    try:
+        (plan,) = plan_databases(data_root(root), [name], space_id)
+    except FileNotFoundError as exc:
         raise FileNotFoundError(
-            f"database {name!r} not found: no file {name!r} here and no database folder {folder}; pass a corpus "
-            "file (one sentence per line, or tsv / jsonl / parquet) or the name of a built database"
-        )
-    from index.sharded import ShardedIndex
-    from index.store import Store
-
-    index = ShardedIndex.load(folder)
-    index.check_space(space_id)
-    store = Store.open(folder / "store.sqlite")
+            f"{exc}; or pass a corpus file (one sentence per line, or tsv / jsonl / parquet)"
+        ) from exc
+    db = open_database(plan.folder, plan.name)
+    if db.kind != "text":
+        raise ValueError(f"database {name!r} is a {db.kind} database; retrieval needs a text database here")
+    store = db.store
 
     def id_to_text(i: int) -> str:
-        text = store.get(i).get("text")
-        if text is None:
-            raise ValueError(f"database {name!r} is not a text database (id {i} has no text)")
-        return str(text)
+        return str(store.get(i)["text"])
 
-    return index.search, id_to_text
+    return db.index.search, id_to_text
 
 
 def is_speech_manifest(db: str) -> bool:

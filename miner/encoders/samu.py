@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 MODEL_TYPE = "samu-xlsr"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: optional ``adapter`` (FrameAdapter) between backbone and pooling
 CONFIG_NAME = "config.json"
 FULL_WEIGHTS = "model.safetensors"
 HEAD_WEIGHTS = "head.safetensors"
@@ -55,6 +55,43 @@ class AttentionPooling(nn.Module):
         logits = logits.masked_fill(~mask, float("-inf"))
         weights = torch.softmax(logits, dim=-1).to(frames.dtype)
         return torch.einsum("bt,bth->bh", weights, frames)
+
+
+class FrameAdapter(nn.Module):
+    """Optional trainable transformer between a frozen backbone and the pooling.
+
+    It stands in for fine-tuning the top of the backbone when the backbone must stay frozen (the offline demo
+    trains on a CPU from cached frames): attention pooling alone is a weighted bag of frames and cannot compose
+    phones into words; a few layers over the frames can. Frames are first averaged over ``stride`` steps
+    (valid frames only), then projected to ``dim``. Whisper frames carry their positions already.
+    """
+
+    def __init__(self, hidden_size: int, layers: int, dim: int, heads: int, ffn: int, stride: int = 1,
+                 dropout: float = 0.1):
+        super().__init__()
+        if layers < 1 or stride < 1 or dim % heads:
+            raise ValueError(f"bad adapter: layers={layers} stride={stride} dim={dim} heads={heads}")
+        self.stride = stride
+        self.input = nn.Sequential(nn.Linear(hidden_size, dim), nn.LayerNorm(dim))
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, ffn, dropout=dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames float (B, T, H), mask bool (B, T) -> frames float (B, ceil(T/stride), dim), mask (B, T')."""
+        if self.stride > 1:
+            b, t, h = frames.shape
+            pad = -t % self.stride
+            m = nn.functional.pad(mask, (0, pad)).reshape(b, -1, self.stride)
+            x = nn.functional.pad(frames * mask[..., None].to(frames.dtype), (0, 0, 0, pad))
+            x = x.reshape(b, -1, self.stride, h).sum(2)
+            count = m.sum(-1)
+            frames = x / count.clamp(min=1)[..., None].to(x.dtype)
+            mask = count > 0
+        x = self.layers(self.input(frames), src_key_padding_mask=~mask)
+        return self.norm(x), mask
 
 
 class Projection(nn.Module):
@@ -78,6 +115,7 @@ class SpeechEncoderConfig:
     space_id: str
     teacher: str
     backbone_source: str | None = None
+    adapter: dict[str, Any] | None = None  # FrameAdapter arguments (layers, dim, heads, ffn, stride), or none
     model_type: str = MODEL_TYPE
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
@@ -103,15 +141,30 @@ class SpeechEncoder(nn.Module):
         self.backbone = backbone
         self.config = config
         self.source_dir: str | None = None  # set by from_pretrained
-        self.pooling = AttentionPooling(backbone.hidden_size)
-        self.projection = Projection(backbone.hidden_size, config.dim)
+        width = backbone.hidden_size
+        self.adapter: FrameAdapter | None = None
+        if config.adapter:
+            self.adapter = FrameAdapter(backbone.hidden_size, **config.adapter)
+            width = int(config.adapter["dim"])
+        self.pooling = AttentionPooling(width)
+        self.projection = Projection(width, config.dim)
 
     # -- construction ------------------------------------------------------------------------------------
     @classmethod
     def from_backbone(
-        cls, backbone: str | Backbone, *, dim: int, space_id: str, teacher: str, seed: int = 0
+        cls,
+        backbone: str | Backbone,
+        *,
+        dim: int,
+        space_id: str,
+        teacher: str,
+        seed: int = 0,
+        adapter: dict[str, Any] | None = None,
     ) -> SpeechEncoder:
-        """A new model: a pretrained backbone (folder, hub id, ``offline:whisper-base``) and a fresh head."""
+        """A new model: a pretrained backbone (folder, hub id, ``offline:whisper-base``) and a fresh head.
+
+        ``adapter`` (FrameAdapter keyword arguments) adds trainable transformer layers before the pooling.
+        """
         source = backbone if isinstance(backbone, str) else None
         bb = load_pretrained_backbone(backbone) if isinstance(backbone, str) else backbone
         config = SpeechEncoderConfig(
@@ -121,6 +174,7 @@ class SpeechEncoder(nn.Module):
             space_id=space_id,
             teacher=teacher,
             backbone_source=source,
+            adapter=dict(adapter) if adapter else None,
         )
         torch.manual_seed(seed)
         return cls(bb, config)
@@ -241,8 +295,14 @@ class SpeechEncoder(nn.Module):
 
     # -- forward ---------------------------------------------------------------------------------------------
     def head(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Pooling + projection: frames (B, T, H), mask bool (B, T) -> z float (B, dim), not normalised."""
+        """[Adapter +] pooling + projection: frames (B, T, H), mask bool (B, T) -> z float (B, dim), not normalised."""
+        if self.adapter is not None:
+            frames, mask = self.adapter(frames, mask)
         return self.projection(self.pooling(frames, mask))
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """Everything but the backbone: what trains while the backbone is frozen."""
+        return [p for name, p in self.named_parameters() if not name.startswith("backbone.")]
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Model inputs from ``backbone.prepare`` -> z float (B, dim) (tanh outputs, not normalised)."""

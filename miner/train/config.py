@@ -78,6 +78,11 @@ class TrainConfig:
         cache_features: when the backbone stays frozen for the whole run, compute its frames once (eval mode,
             no masking or dropout) and train the head on them.
         num_workers: data-loading processes per training process.
+        adapter_layers: trainable transformer layers between the backbone and the pooling (0 = the paper's
+            head); with a frozen backbone they stand in for fine-tuning its top layers (FrameAdapter).
+        adapter_dim, adapter_heads, adapter_ffn: their width, attention heads and feed-forward size.
+        adapter_stride: backbone frames averaged per adapter step (Whisper's 50 frames/s halved by 2).
+        adapter_dropout: dropout inside the adapter layers while training.
     """
 
     train_manifest: Path | None = None
@@ -112,11 +117,31 @@ class TrainConfig:
     keep_checkpoints: int = 3
     cache_features: bool = False
     num_workers: int = 2
+    adapter_layers: int = 0
+    adapter_dim: int = 256
+    adapter_heads: int = 4
+    adapter_ffn: int = 1024
+    adapter_stride: int = 2
+    adapter_dropout: float = 0.1
 
     # -- derived ---------------------------------------------------------------------------------------------
     @property
     def cache_path(self) -> Path:
         return Path(self.cache_dir) if self.cache_dir is not None else Path(self.out_dir) / "cache"
+
+    @property
+    def adapter(self) -> dict[str, Any] | None:
+        """FrameAdapter keyword arguments, or None for the paper's pooling + projection head."""
+        if self.adapter_layers == 0:
+            return None
+        return {
+            "layers": self.adapter_layers,
+            "dim": self.adapter_dim,
+            "heads": self.adapter_heads,
+            "ffn": self.adapter_ffn,
+            "stride": self.adapter_stride,
+            "dropout": self.adapter_dropout,
+        }
 
     @property
     def backbone_frozen_whole_run(self) -> bool:
@@ -171,6 +196,17 @@ class TrainConfig:
                 "grad_clip and contrastive_weight must be >= 0 "
                 f"(got {self.grad_clip}, {self.contrastive_weight})"
             )
+        if self.adapter_layers < 0:
+            raise ConfigError(f"adapter_layers must be >= 0, got {self.adapter_layers}")
+        if self.adapter_layers:
+            for name in ("adapter_dim", "adapter_heads", "adapter_ffn", "adapter_stride"):
+                _positive_int(self, name)
+            if self.adapter_dim % self.adapter_heads:
+                raise ConfigError(
+                    f"adapter_dim ({self.adapter_dim}) must be a multiple of adapter_heads ({self.adapter_heads})"
+                )
+            if not 0.0 <= self.adapter_dropout < 1.0:
+                raise ConfigError(f"adapter_dropout must be in [0, 1), got {self.adapter_dropout}")
         if self.epoch_size is not None and self.epoch_size < 1:
             raise ConfigError(f"epoch_size must be >= 1 or unset, got {self.epoch_size}")
         for name in _MAYBE_PATH_FIELDS:

@@ -2,7 +2,7 @@
 
 Training only pooling + projection on cached frames skips the backbone's forward pass at every step (the
 whole cost on CPU). Frames are computed in eval mode (no dropout, no time masking) and stored as float16,
-valid frames only: attention pooling is a weighted sum over frames, so their order and padding do not matter.
+valid frames only, in time order, so a batch of cached frames is what the backbone gives for those clips.
 
 Layout in the cache folder (``<key>`` hashes the backbone weights and the utterance list):
 ``frames-<key>.bin`` raw float16 (total_frames, hidden), ``frames-<key>.index.npy`` int64 (n, 2) of

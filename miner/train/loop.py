@@ -16,12 +16,10 @@ and optimizer state as an uninterrupted run, so it gives the same loss.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 import json
 import logging
 import math
-import os
 import random
 import time
 from collections import Counter
@@ -31,135 +29,27 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from miner.train import checkpoint as ckpt
+from miner.train.card import MODEL_CARD, model_card
 from miner.train.config import RESUME_NEUTRAL, TrainConfig
 from miner.train.data import Utterance, UtteranceBatches, bucket_batches, read_manifest, teacher_embeddings
+from miner.train.objectives import MASK_FRAME_SECONDS, configure_time_masking, distill_loss
+from miner.train.processes import Processes
 from miner.train.sampling import LanguageSampler, language_probs
 from miner.train.schedule import TriStage, tri_stage_scheduler
 
 if TYPE_CHECKING:
-    from miner.encoders.samu import SpeechEncoder
     from miner.train.features import FrameCache
 
 log = logging.getLogger(__name__)
 
 __all__ = ["distill_loss", "train", "configure_time_masking", "MODEL_CARD"]
 
-MODEL_CARD = "MODEL_CARD.md"
 STATE_FORMAT = 1
-
-
-# -- pure pieces ---------------------------------------------------------------------------------------------
-def distill_loss(
-    z: torch.Tensor,
-    targets: torch.Tensor,
-    text_ids: torch.Tensor | None = None,
-    contrastive_weight: float = 0.0,
-    temperature: float = 0.05,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine distance to the teacher, plus an optional in-batch InfoNCE term.
-
-    Args:
-        z: student outputs float (B, D) (not normalised).
-        targets: teacher embeddings float (B, D).
-        text_ids: int64 (B,) distinct-text id of each row: rows sharing a transcript (up-sampled repeats) are
-            not treated as negatives of each other.
-        contrastive_weight: weight of the InfoNCE term (0: the paper's pure cosine loss).
-        temperature: InfoNCE temperature.
-
-    Returns:
-        (total loss, mean cosine distance), float32 scalars.
-    """
-    z = z.float()
-    targets = targets.float()
-    cos_loss = (1.0 - F.cosine_similarity(z, targets, dim=-1)).mean()
-    if contrastive_weight <= 0 or len(z) < 2:
-        return cos_loss, cos_loss
-    logits = F.normalize(z, dim=-1) @ F.normalize(targets, dim=-1).T / temperature
-    if text_ids is not None:
-        same = text_ids[:, None] == text_ids[None, :]
-        same.fill_diagonal_(False)
-        logits = logits.masked_fill(same, float("-inf"))
-    nce = F.cross_entropy(logits, torch.arange(len(z), device=z.device))
-    return cos_loss + contrastive_weight * nce, cos_loss
-
-
-def configure_time_masking(model: SpeechEncoder, prob: float, length: int) -> None:
-    """SpecAugment-style time masking of the backbone's features while training.
-
-    wav2vec2 masks its CNN features (after the feature projection) with the learned ``masked_spec_embed``,
-    created here when the checkpoint had masking off; Whisper zeroes spans of log-mel frames. The SAMU
-    config's ``backbone_config`` is refreshed so that a saved model folder reloads with the same modules.
-    """
-    from miner.encoders.backbones import Wav2Vec2Backbone
-
-    backbone = model.backbone
-    if isinstance(backbone, Wav2Vec2Backbone):
-        inner: Any = backbone.model
-        cfg = inner.config
-        cfg.mask_time_prob = float(prob)
-        cfg.mask_time_length = int(length)
-        if prob > 0:
-            cfg.apply_spec_augment = True
-            if not hasattr(inner, "masked_spec_embed"):
-                inner.masked_spec_embed = nn.Parameter(torch.empty(cfg.hidden_size).uniform_())
-        model.config.backbone_config = cfg.to_dict()
-    else:  # Whisper: the backbone masks log-mel frames itself
-        backbone.mask_time_prob = float(prob)  # type: ignore[assignment]
-        backbone.mask_time_length = int(length)  # type: ignore[assignment]
-
-
-# The longest frame hop where masking applies (wav2vec2: 20 ms CNN frames; Whisper: 10 ms log-mel frames).
-# A batch whose longest clip holds fewer frames than one mask span makes transformers' span sampler fail.
-_MASK_FRAME_SECONDS = 0.02
-
-
-# -- processes -----------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
-    owns_group: bool = False
-
-    @classmethod
-    def setup(cls) -> _Dist:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        device = torch.device("cpu")
-        if torch.cuda.is_available():
-            device = torch.device("cuda", local)
-            torch.cuda.set_device(device)
-        owns = False
-        if world > 1 and not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-            owns = True
-        rank = dist.get_rank() if world > 1 else 0
-        return cls(rank=rank, world=world, device=device, owns_group=owns)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-    def sum(self, values: list[float]) -> list[float]:
-        if self.world == 1:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return t.tolist()
-
-    def teardown(self) -> None:
-        if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
 
 
 class _Student(nn.Module):
@@ -193,7 +83,7 @@ def _normalise_rows(x: np.ndarray) -> np.ndarray:
 
 # -- the trainer ---------------------------------------------------------------------------------------------
 class _Trainer:
-    def __init__(self, config: TrainConfig, procs: _Dist):
+    def __init__(self, config: TrainConfig, procs: Processes):
         self.cfg = config
         self.procs = procs
         self.device = procs.device
@@ -222,7 +112,7 @@ class _Trainer:
     def _drop_short(self) -> None:
         if self.cfg.mask_time_prob <= 0:
             return
-        min_seconds = self.cfg.mask_time_length * _MASK_FRAME_SECONDS
+        min_seconds = self.cfg.mask_time_length * MASK_FRAME_SECONDS
         keep = [u for u in self.train_utts if u.duration >= min_seconds]
         if len(keep) < len(self.train_utts):
             log.warning(
@@ -300,7 +190,12 @@ class _Trainer:
             if Path(teacher).expanduser().is_dir():
                 teacher = str(Path(teacher).expanduser().resolve())
             model = SpeechEncoder.from_backbone(
-                source, dim=self.dim, space_id=self.space_id, teacher=teacher, seed=cfg.seed
+                source,
+                dim=self.dim,
+                space_id=self.space_id,
+                teacher=teacher,
+                seed=cfg.seed,
+                adapter=cfg.adapter,
             )
             if self.center is not None:
                 model.config.extra["text_center"] = [float(x) for x in self.center]
@@ -316,7 +211,7 @@ class _Trainer:
         model.to(self.device)
         model.train()
         self.model = model
-        self.head_params = list(model.pooling.parameters()) + list(model.projection.parameters())
+        self.head_params = model.head_parameters()
         self.tf_params = (
             [] if cfg.backbone_frozen_whole_run else list(model.backbone.transformer_parameters())
         )
@@ -538,21 +433,34 @@ class _Trainer:
 
     @torch.no_grad()
     def dev_loss(self) -> float | None:
-        """Mean cosine distance over the dev set (eval mode: no dropout, no masking)."""
+        """Mean cosine distance over the dev set (eval mode: no dropout, no masking).
+
+        Also sets ``self.dev_r1``: the share of dev utterances whose nearest dev target (by cosine, among all
+        dev targets) is their own: a retrieval signal the loss alone does not give.
+        """
         if not self.dev:
             return None
         self.model.eval()
         durations = np.array([u.duration for u in self.dev])
         batches = bucket_batches(np.arange(len(self.dev)), durations, self.cfg.batch_seconds)
         total, n = 0.0, 0
-        for batch in self._loader(self.dev, self.dev_targets, self.dev_text_ids, batches):
+        rows: list[np.ndarray] = []
+        order: list[np.ndarray] = []
+        loader = self._loader(self.dev, self.dev_targets, self.dev_text_ids, batches)
+        for idx, batch in zip(batches, loader, strict=True):
             batch = _to(batch, self.device)
-            with self._autocast():
+            with torch.no_grad(), self._autocast():
                 z = _Student(self.model)(batch)
             cos = F.cosine_similarity(z.float(), batch["targets"].float(), dim=-1)
             total += float((1.0 - cos).sum())
             n += len(cos)
+            rows.append(F.normalize(z.float(), dim=-1).cpu().numpy())
+            order.append(np.asarray(idx))
         self.model.train()
+        z_all = np.empty((len(self.dev), self.dim), dtype=np.float32)
+        z_all[np.concatenate(order)] = np.concatenate(rows)
+        targets = _normalise_rows(np.asarray(self.dev_targets, dtype=np.float32))
+        self.dev_r1 = float(np.mean((z_all @ targets.T).argmax(1) == np.arange(len(self.dev))))
         return total / n
 
     def _log_metrics(self, record: dict[str, Any]) -> None:
@@ -673,8 +581,8 @@ class _Trainer:
     def _evaluate(self) -> float | None:
         value = self.dev_loss() if self.procs.main else None
         if value is not None:
-            log.info("step %d dev loss %.5f", self.step, value)
-            self._log_metrics({"step": self.step, "dev_loss": value})
+            log.info("step %d dev loss %.5f dev R@1 %.3f", self.step, value, self.dev_r1)
+            self._log_metrics({"step": self.step, "dev_loss": value, "dev_r1": self.dev_r1})
         self.procs.barrier()
         return value
 
@@ -685,58 +593,21 @@ class _Trainer:
             if final_dev is not None:
                 self.model.config.extra["dev_loss"] = final_dev
             self.model.save_pretrained(final, include_backbone=True)
-            (final / MODEL_CARD).write_text(self._model_card(final_dev), encoding="utf-8")
+            card = model_card(
+                self.cfg,
+                self.model,
+                train_utts=self.train_utts,
+                centred=self.center is not None,
+                teacher_space=self.teacher_space,
+                step=self.step,
+                seen_seconds=self.seen_seconds,
+                seen_utts=self.seen_utts,
+                final_dev=final_dev,
+            )
+            (final / MODEL_CARD).write_text(card, encoding="utf-8")
             log.info("final model in %s (space %s)", final, self.model.space_id)
         self.procs.barrier()
         return final
-
-    def _model_card(self, final_dev: float | None) -> str:
-        cfg = self.cfg
-        by_lang: dict[str, list[float]] = {}
-        for u in self.train_utts:
-            by_lang.setdefault(u.lang, []).append(u.duration)
-        q = language_probs({k: len(v) for k, v in by_lang.items()}, cfg.alpha)
-        rows = "\n".join(
-            f"| {lang} | {len(d)} | {sum(d) / 3600:.3f} | {q[lang]:.4f} |"
-            for lang, d in sorted(by_lang.items())
-        )
-        hours = sum(u.duration for u in self.train_utts) / 3600
-        dev = f"{final_dev:.5f}" if final_dev is not None else "n/a (no dev_manifest)"
-        center = (
-            "yes: targets are teacher vectors minus their mean over the training texts (stored in "
-            "config.json extra.text_center); use `load_text_encoder_for(model)` on the text side"
-            if self.center is not None
-            else "no"
-        )
-        config_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in cfg.to_dict().items() if v is not None)
-        return f"""# SAMU speech encoder ({self.model.config.backbone_type} backbone)
-
-Distilled from the frozen text encoder **{cfg.teacher}** (paper: Khurana et al. 2022, SAMU-XLSR, section II-D).
-
-- Embedding space: `{self.model.space_id}` (dim {self.model.dim}); teacher space `{self.teacher_space}`
-- Centred targets: {center}
-- Backbone: `{cfg.backbone}`
-- Updates: {self.step} ({min(cfg.head_only_updates, self.step)} head-only), peak LR {cfg.peak_lr:g}, tri-stage \
-{cfg.warmup_frac:g}/{cfg.hold_frac:g}/{cfg.decay_frac:g} decaying to {cfg.final_lr_scale:g} x peak
-- Loss: 1 - cos(z, teacher(t)){f" + {cfg.contrastive_weight:g} x InfoNCE (T={cfg.temperature:g})" if cfg.contrastive_weight else ""}
-- Final dev loss (mean cosine distance): {dev}
-- Audio seen: {self.seen_seconds / 3600:.3f} h, {int(self.seen_utts)} utterances
-
-## Training data
-
-Manifest `{cfg.train_manifest}`: {len(self.train_utts)} utterances, {hours:.3f} h.
-Language re-balancing alpha = {cfg.alpha:g} (Eq. 3).
-
-| lang | utterances | hours | sampling prob. |
-|---|---|---|---|
-{rows}
-
-## Config
-
-```toml
-{config_lines}
-```
-"""
 
 
 def train(config: TrainConfig) -> Path:
@@ -750,7 +621,7 @@ def train(config: TrainConfig) -> Path:
         ``MODEL_CARD.md``.
     """
     config.validate()
-    procs = _Dist.setup()
+    procs = Processes.setup()
     handler: logging.Handler | None = None
     pkg_logger = logging.getLogger("miner")
     old_level = pkg_logger.level
