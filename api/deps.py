@@ -1,4 +1,9 @@
-"""Annotated dependencies: settings, the service state, the loaded services, API-key checking."""
+"""Annotated dependencies: settings, the service state, the loaded services, API-key checking.
+
+They are ``async def`` although none awaits: FastAPI runs a plain ``def`` dependency in its thread pool, one
+thread hand-off per dependency per request (about 0.17 ms each, measured on a busy 2-core VM) for work that
+takes microseconds. Nothing here may block.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +19,15 @@ from api.state import Services, ServiceState
 __all__ = ["MetricsDep", "ServicesDep", "SettingsDep", "StateDep", "require_api_key"]
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
     return request.app.state.service
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
@@ -31,7 +36,7 @@ StateDep = Annotated[ServiceState, Depends(get_state)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
-def get_services(state: StateDep) -> Services:
+async def get_services(state: StateDep) -> Services:
     """The loaded services; raises ``NotReady`` (503) while the server is loading."""
     return state.require()
 
@@ -39,7 +44,7 @@ def get_services(state: StateDep) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep,
     x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -196,3 +199,56 @@ def test_discovery_logs_skipped_database(api_env: ApiEnv, caplog: pytest.LogCapt
         with TestClient(app) as c:
             assert {d["name"] for d in c.get("/indexes").json()} == {"en", "clips"}
     assert any("skipping database alien" in rec.getMessage() for rec in caplog.records)
+
+
+def test_lone_request_is_not_held_by_the_batch_wait(api_env: ApiEnv) -> None:
+    """One request at a time: each is encoded at once, alone, however long batch_wait_ms is."""
+    app = create_app(settings_for(api_env, batch_wait_ms=5000.0))
+
+    async def main() -> tuple[list[float], dict[int, int]]:
+        async with app.router.lifespan_context(app):
+            await await_ready(app)
+            transport = httpx.ASGITransport(app=app)
+            took = []
+            async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as c:
+                for i in range(3):
+                    start = time.perf_counter()
+                    r = await c.post(
+                        "/search/speech-to-text",
+                        files={"audio": ("q.wav", api_env.clips[i])},
+                        data={"text_db": "en", "k": "3"},
+                    )
+                    took.append(time.perf_counter() - start)
+                    assert r.status_code == 200, r.text
+            return took, dict(app.state.service.services.speech_batcher.batch_sizes)
+
+    took, sizes = run(main())
+    assert sizes == {1: 3}
+    assert max(took) < 2.5, f"lone requests took {took} s: they waited for the 5 s batch window"
+
+
+def test_dependencies_do_not_run_in_the_thread_pool(
+    client: TestClient, api_env: ApiEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FastAPI runs a plain ``def`` dependency in its thread pool: a thread hand-off per dependency per request."""
+    import fastapi.dependencies.utils
+
+    import api.deps
+
+    for name in ("get_settings", "get_state", "get_metrics", "get_services", "require_api_key"):
+        assert inspect.iscoroutinefunction(getattr(api.deps, name)), f"api.deps.{name} must be async"
+    calls: list[str] = []
+    original = fastapi.dependencies.utils.run_in_threadpool
+
+    async def recording(func: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(getattr(func, "__qualname__", repr(func)))
+        return await original(func, *args, **kwargs)
+
+    monkeypatch.setattr(fastapi.dependencies.utils, "run_in_threadpool", recording)
+    r = client.post(
+        "/search/speech-to-text",
+        files={"audio": ("q.wav", api_env.clips[0])},
+        data={"text_db": "en", "k": "2"},
+    )
+    assert r.status_code == 200, r.text
+    assert calls == [], f"dependencies run in the thread pool: {calls}"
