@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -50,6 +50,9 @@ class Settings(BaseSettings):
         queue_size: items waiting per encoder beyond which requests get 503 + Retry-After.
         api_keys: accepted keys (``X-API-Key`` or ``Authorization: Bearer``); empty = no authentication.
         cors_origins: origins allowed by CORS; empty = no CORS headers.
+        index_load: ``ram`` reads shards into memory (IVF shards merged: search costs what one plain faiss index
+            costs), ``mmap`` maps them (processes share the page cache; indexes larger than RAM), ``auto``
+            (default) reads into RAM when the shards take at most half the available memory.
         load_in_background: serve ``/healthz`` at once and load models behind ``/readyz`` (503 until loaded);
             ``False`` loads everything before the server accepts connections.
     """
@@ -72,6 +75,7 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, repr=False)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     load_in_background: bool = True
+    index_load: Literal["auto", "ram", "mmap"] = "auto"
 
     @field_validator("databases", "api_keys", "cors_origins", mode="before")
     @classmethod

@@ -213,7 +213,7 @@ class ServiceState:
                         raise
                     log.warning("skipping database %s: %s", plan.name, exc)
                     continue
-                out[plan.name] = open_database(plan.folder, plan.name)
+                out[plan.name] = open_database(plan.folder, plan.name, load=self.settings.index_load)
         except BaseException:
             for db in out.values():
                 db.close()

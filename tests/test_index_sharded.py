@@ -85,8 +85,9 @@ def test_sharded_ivf_equals_one_ivf_with_the_same_centroids(tmp_path):
     np.testing.assert_array_equal(index.search(xq, 10)[1], index.search(xq, 10, nprobe=m.nprobe)[1])
 
 
+@pytest.mark.parametrize("mmap", [True, False])
 @pytest.mark.parametrize("factory", ["IVF8,SQ8", pytest.param("OPQ4,IVF8,PQ4", marks=pytest.mark.slow)])
-def test_sharded_quantized_ivf_equals_one_index(tmp_path, factory):
+def test_sharded_quantized_ivf_equals_one_index(tmp_path, factory, mmap):
     xb, xq = vectors(3000, seed=8), vectors(20, seed=9)
     build_index(
         tmp_path / "db",
@@ -98,8 +99,11 @@ def test_sharded_quantized_ivf_equals_one_index(tmp_path, factory):
         train_size=3000,
         tune_queries=0,
     )
-    index = ShardedIndex.load(tmp_path / "db")
-    assert index._shared is not None  # queries are assigned to lists once for all shards
+    index = ShardedIndex.load(tmp_path / "db", mmap=mmap, mmap_min_bytes=0)
+    if mmap:  # mapped shards stay apart: queries are assigned to lists once for all of them
+        assert len(index._shards) == 3 and index._shared is not None
+    else:  # merged into one index, searched by faiss itself
+        assert len(index._shards) == 1 and index._shared is None
     single = faiss.read_index(str(tmp_path / "db" / "trained.faiss"))
     single.add(xb)
     for nprobe in (2, 8):
@@ -268,7 +272,9 @@ def test_append_adds_shards_and_search_equals_flat(tmp_path) -> None:
     rows = [{"text": f"s{i}"} for i in range(300)]
     with ShardWriter(tmp_path / "db", 16, "Flat", space_id="t-16", shard_size=100, created="t") as w:
         w.add(x[:200], rows[:200])
-    with ShardWriter(tmp_path / "db", 16, "Flat", space_id="t-16", shard_size=100, created="t", append=True) as w:
+    with ShardWriter(
+        tmp_path / "db", 16, "Flat", space_id="t-16", shard_size=100, created="t", append=True
+    ) as w:
         assert w.completed_count() == 0
         w.add(x[200:], rows[200:])
     idx = ShardedIndex.load(tmp_path / "db")
@@ -294,8 +300,16 @@ def test_in_memory_ivf_shards_are_merged_with_global_ids(tmp_path) -> None:
     rng = np.random.default_rng(3)
     x = rng.standard_normal((3000, 16)).astype(np.float32)
     faiss.normalize_L2(x)
-    with ShardWriter(tmp_path / "db", 16, "IVF16,Flat", space_id="t", shard_size=1000, store=False,
-                     tune_queries=0, created="t") as w:
+    with ShardWriter(
+        tmp_path / "db",
+        16,
+        "IVF16,Flat",
+        space_id="t",
+        shard_size=1000,
+        store=False,
+        tune_queries=0,
+        created="t",
+    ) as w:
         w.add(x)
     merged = ShardedIndex.load(tmp_path / "db", mmap=False)
     separate = ShardedIndex.load(tmp_path / "db", mmap=True, mmap_min_bytes=0)  # memory-mapped: not merged
@@ -308,3 +322,32 @@ def test_in_memory_ivf_shards_are_merged_with_global_ids(tmp_path) -> None:
         np.testing.assert_allclose(d1, d2, rtol=1e-6)
     ids = np.array([0, 999, 1000, 2999])
     np.testing.assert_allclose(merged.reconstruct_batch(ids), x[ids], atol=1e-6)
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_search_uses_all_threads_and_matches_one_thread(tmp_path, mmap) -> None:
+    """Separate shards run search_preassigned with parallel_mode 3 (faiss's default 0 runs it on one thread);
+    results with 2 threads equal those with 1 thread and those of one plain index."""
+    xb, xq = vectors(3000, seed=20), vectors(64, seed=21)
+    build_index(
+        tmp_path / "db",
+        xb,
+        store=False,
+        space_id="t-16",
+        factory="IVF16,Flat",
+        shard_size=1000,
+        tune_queries=0,
+    )
+    index = ShardedIndex.load(tmp_path / "db", mmap=mmap, mmap_min_bytes=0)
+    parts = [faiss.extract_index_ivf(s) for s in index._shards]
+    assert len(parts) == (3 if mmap else 1)
+    assert all(ivf.parallel_mode == (3 if mmap else 0) for ivf in parts)
+    single = faiss.read_index(str(tmp_path / "db" / "trained.faiss"))
+    single.add(xb)
+    ref_scores, ref_ids = single.search(xq, 10, params=faiss.SearchParametersIVF(nprobe=5))
+    one = index.search(xq, 10, nprobe=5)
+    faiss.omp_set_num_threads(2)  # the autouse fixture restores the count
+    two = index.search(xq, 10, nprobe=5)
+    for scores, ids in (one, two):
+        np.testing.assert_array_equal(ids, ref_ids)
+        np.testing.assert_allclose(scores, ref_scores, atol=1e-6)
