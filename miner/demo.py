@@ -60,7 +60,10 @@ def score_pairs(pairs_tsv: Path, truth: dict[str, str]) -> tuple[int, int]:
 
 
 def run_demo(
-    home: Path | None = None, out_dir: Path | None = None, model: str | None = None, threshold: float | None = None,
+    home: Path | None = None,
+    out_dir: Path | None = None,
+    model: str | None = None,
+    threshold: float | None = None,
     echo=print,  # type: ignore[no-untyped-def]
 ) -> DemoResult:
     """Build the demo database, mine the demo clips against it, print pairs and precision / recall.
@@ -90,20 +93,34 @@ def run_demo(
     corpus = DEMO_ASSETS / "en_corpus.txt"
     done = (folder / "manifest.json").is_file() and Manifest.load(folder).complete
     if done and Manifest.load(folder).space_id != speech.space_id:
-        raise ValueError(f"{folder} was built for another model (space {Manifest.load(folder).space_id}); "
-                         f"delete it or use another MINER_HOME")
+        raise ValueError(
+            f"{folder} was built for another model (space {Manifest.load(folder).space_id}); "
+            f"delete it or use another MINER_HOME"
+        )
     if not done:
-        echo(f"building database {DEMO_DB!r} from {corpus.name} with {text.model_id} (space {text.space_id}) ...")
-        report = build_text_database(DEMO_DB, [corpus], encoder=text, lang="en", factory="Flat", root=root,
-                                     progress=True)
+        echo(
+            f"building database {DEMO_DB!r} from {corpus.name} with {text.model_id} (space {text.space_id}) ..."
+        )
+        report = build_text_database(
+            DEMO_DB, [corpus], encoder=text, lang="en", factory="Flat", root=root, progress=True
+        )
         echo(f"  {report.manifest.ntotal} sentences in {report.seconds:.0f} s")
     cut = threshold if threshold is not None else float(speech.config.extra.get("mine_threshold", 1.0))
     opts = MineOptions(threshold=cut)
     clips = DEMO_ASSETS / "clips"
-    echo(f"mining {len(list(clips.glob('*.flac')))} clips in {clips} against {DEMO_DB!r} "
-         f"(k={opts.k}, {opts.margin} margin, {opts.mode} mode, threshold {cut:.3f}) ...")
-    summary = run_mine(clips, out, speech_encoder=speech, target=DEMO_DB, target_kind="text",
-                       open_target=lambda: database_target(folder), opts=opts)
+    echo(
+        f"mining {len(list(clips.glob('*.flac')))} clips in {clips} against {DEMO_DB!r} "
+        f"(k={opts.k}, {opts.margin} margin, {opts.mode} mode, threshold {cut:.3f}) ..."
+    )
+    summary = run_mine(
+        clips,
+        out,
+        speech_encoder=speech,
+        target=DEMO_DB,
+        target_kind="text",
+        open_target=lambda: database_target(folder),
+        opts=opts,
+    )
     truth = read_truth(DEMO_ASSETS / "clips.tsv")
     from miner.export import read_pairs_tsv
 
@@ -115,8 +132,14 @@ def run_demo(
         echo(f"{p.score:6.3f}  {'yes' if ok else ' no'}  {Path(p.audio).name:<26} {p.text}")
     precision = n_correct / n_pairs if n_pairs else 0.0
     recall = n_correct / len(truth) if truth else 0.0
-    result = DemoResult(n_pairs, n_correct, summary.segments, precision, recall, out, time.perf_counter() - t0)
-    echo(f"\n{n_pairs} pairs mined from {summary.segments} clips: precision {precision:.2f}, recall {recall:.2f} "
-         f"({n_correct} correct of {len(truth)} clips that have a translation in the database)")
-    echo(f"outputs: {out / 'pairs.tsv'}, {out / 'pairs.jsonl'}, {out / 'summary.json'} ({result.seconds:.0f} s)")
+    result = DemoResult(
+        n_pairs, n_correct, summary.segments, precision, recall, out, time.perf_counter() - t0
+    )
+    echo(
+        f"\n{n_pairs} pairs mined from {summary.segments} clips: precision {precision:.2f}, recall {recall:.2f} "
+        f"({n_correct} correct of {len(truth)} clips that have a translation in the database)"
+    )
+    echo(
+        f"outputs: {out / 'pairs.tsv'}, {out / 'pairs.jsonl'}, {out / 'summary.json'} ({result.seconds:.0f} s)"
+    )
     return result

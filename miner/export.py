@@ -51,7 +51,9 @@ def write_pairs_tsv(path: Path, pairs: list[Pair]) -> None:
         f.write("\t".join(PAIR_COLUMNS) + "\n")
         for p in pairs:
             text = " ".join(p.text.split())
-            f.write(f"{p.score:.6f}\t{p.audio}\t{p.start:.3f}\t{p.duration:.3f}\t{text}\t{p.text_id}\t{p.direction}\n")
+            f.write(
+                f"{p.score:.6f}\t{p.audio}\t{p.start:.3f}\t{p.duration:.3f}\t{text}\t{p.text_id}\t{p.direction}\n"
+            )
     os.replace(tmp, path)
 
 
@@ -60,11 +62,15 @@ def read_pairs_tsv(path: Path) -> Iterator[Pair]:
     with path.open(encoding="utf-8", newline="") as f:
         header = f.readline().rstrip("\n").split("\t")
         if tuple(header) != PAIR_COLUMNS:
-            raise ValueError(f"{path} is not a pairs.tsv file: header {header}, expected {list(PAIR_COLUMNS)}")
+            raise ValueError(
+                f"{path} is not a pairs.tsv file: header {header}, expected {list(PAIR_COLUMNS)}"
+            )
         for n, line in enumerate(f, start=2):
             cols = line.rstrip("\n").split("\t")
             if len(cols) != len(PAIR_COLUMNS):
-                raise ValueError(f"{path}:{n}: expected {len(PAIR_COLUMNS)} tab-separated columns, got {len(cols)}")
+                raise ValueError(
+                    f"{path}:{n}: expected {len(PAIR_COLUMNS)} tab-separated columns, got {len(cols)}"
+                )
             yield Pair(float(cols[0]), cols[1], float(cols[2]), float(cols[3]), cols[4], cols[5], cols[6])
 
 
@@ -124,7 +130,9 @@ def _write_manifest(out_dir: Path, fmt: str, rows: list[tuple[str, Path, int, Pa
             w = csv.writer(f, lineterminator="\n")
             w.writerow(["file_name", "text", "score", "source_audio", "start", "duration", "text_id"])
             for _, path, _, p in rows:
-                w.writerow([f"data/{path.name}", p.text, f"{p.score:.6f}", p.audio, p.start, p.duration, p.text_id])
+                w.writerow(
+                    [f"data/{path.name}", p.text, f"{p.score:.6f}", p.audio, p.start, p.duration, p.text_id]
+                )
         os.replace(tmp, final)
     else:
         audio_final, audio_tmp = atomic("train.audio")

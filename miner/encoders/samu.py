@@ -66,8 +66,16 @@ class FrameAdapter(nn.Module):
     (valid frames only), then projected to ``dim``. Whisper frames carry their positions already.
     """
 
-    def __init__(self, hidden_size: int, layers: int, dim: int, heads: int, ffn: int, stride: int = 1,
-                 dropout: float = 0.1):
+    def __init__(
+        self,
+        hidden_size: int,
+        layers: int,
+        dim: int,
+        heads: int,
+        ffn: int,
+        stride: int = 1,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         if layers < 1 or stride < 1 or dim % heads:
             raise ValueError(f"bad adapter: layers={layers} stride={stride} dim={dim} heads={heads}")
