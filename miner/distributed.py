@@ -17,9 +17,12 @@ address is given) and keeps the final, order-dependent step in this process, whe
 A rerun skips every block that has its marker, so a killed job resumes. Inside an actor a block that raises is
 retried (``RayOptions.retries`` times); its outputs go through temp names and ``os.replace`` and the marker is
 written last, so a retried block overwrites its own files and is never counted twice. Ray restarts actors
-whose process dies. Outputs equal the local engine's whenever the encoder maps a text or clip to the same
-vector whatever batch it sits in (true of the CPU encoders tested; GPU kernels can differ in the last bits
-between batch shapes, in either engine).
+whose process dies. Each actor signs in to a roster that the driver holds for the stage; the driver kills
+them all when the stage ends, failed or not (after an error Ray Data alone can leave them alive, idle and
+holding their CPUs). A pool that cannot start within ``RayOptions.start_timeout`` fails instead of waiting
+forever. Outputs equal the local engine's whenever the encoder maps a text or clip to the same vector
+whatever batch it sits in (true of the CPU encoders tested; GPU kernels can differ in the last bits between
+batch shapes, in either engine).
 
 Multi-node clusters: the work folders, the corpus, the audio and the models must be on storage that every
 node sees at the same path (NFS, a shared volume); the driver passes paths, not data.
@@ -30,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -93,6 +97,8 @@ class RayOptions:
         progress: show Ray Data's progress bars.
         fail_once: testing hook: a flag file; the first block to reach its fault point creates it and raises
             once (after writing its outputs, before its marker: the worst moment).
+        start_timeout: seconds to wait for all of a stage's actors to start (model load included) before
+            the job fails with an error naming the cluster's free resources.
     """
 
     address: str | None = None
@@ -102,6 +108,7 @@ class RayOptions:
     retries: int = 2
     progress: bool = False
     fail_once: str | None = None
+    start_timeout: float = 600.0
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -110,6 +117,8 @@ class RayOptions:
             raise ValueError(f"block_size={self.block_size}: must be >= 1")
         if self.retries < 0:
             raise ValueError(f"retries={self.retries}: must be >= 0")
+        if not self.start_timeout > 0:
+            raise ValueError(f"start_timeout={self.start_timeout}: must be > 0 seconds")
 
 
 def _import_ray() -> Any:
@@ -283,8 +292,17 @@ class _BlockWorker:
     """
 
     def __init__(
-        self, work: str, stage: dict[str, Any], retries: int = 2, fail_once: str | None = None
+        self,
+        work: str,
+        stage: dict[str, Any],
+        retries: int = 2,
+        fail_once: str | None = None,
+        roster: Any = None,
     ) -> None:
+        if roster is not None:  # first: an actor starting after its stage ended fails here, freeing its CPU
+            import ray
+
+            ray.get(roster.add.remote(ray.get_runtime_context().current_actor))
         self.work = Path(work)
         self.retries = retries
         self.fail_once = fail_once
@@ -437,6 +455,43 @@ def _pool(ray: Any, opts: RayOptions, n_blocks: int) -> tuple[int, float]:
     return workers, gpus
 
 
+class _Roster:
+    """A Ray actor (0 CPUs) that keeps the handles of one stage's pool actors, which sign in as they start."""
+
+    def __init__(self) -> None:
+        self.actors: list[Any] = []
+
+    def add(self, actor: Any) -> None:
+        self.actors.append(actor)
+
+    def all(self) -> list[Any]:
+        return self.actors
+
+
+@contextmanager
+def _roster(ray: Any) -> Iterator[Any]:
+    """A :class:`_Roster` for one stage; on exit every actor that signed in is killed, then the roster.
+
+    Ray Data (2.60) ends a pool by dropping its references to the actors. After a task error, the failed and
+    in-flight tasks' callbacks still hold actor handles, in reference cycles that the error's traceback keeps
+    reachable for as long as anything keeps the error (pytest's log capture and IPython's last exception
+    do): the actors stay alive, idle, holding their CPUs, and the next pool in the same Ray session (a rerun,
+    a test, a notebook) waits forever for them. Killing them by handle does not depend on any of that.
+    """
+    roster = ray.remote(num_cpus=0)(_Roster).remote()
+    try:
+        yield roster
+    finally:
+        try:
+            actors = ray.get(roster.all.remote(), timeout=60)
+        except Exception as exc:  # a dead roster: its actors' handles went with it
+            log.warning("could not list this stage's Ray actors to stop them: %s", exc)
+            actors = []
+        for actor in actors:
+            ray.kill(actor)
+        ray.kill(roster)  # an actor still starting fails to sign in and exits
+
+
 def run_blocks(
     worker: type[_BlockWorker],
     work: Path,
@@ -449,40 +504,55 @@ def run_blocks(
     """Run block descriptors ``rows`` through an actor pool of ``worker`` (inside :func:`ray_session`).
 
     Each descriptor is its own Ray block, so idle actors pull the next one (streaming, nothing bulky goes
-    through the object store: actors read and write the work folder).
+    through the object store: actors read and write the work folder). The actors are stopped when it
+    returns or raises (see :func:`_roster`).
 
     Returns:
         One dict per block: ``block``, ``items``, ``attempts``, ``seconds``.
 
     Raises:
-        RuntimeError: a block still failed after its retries; finished blocks are kept for the rerun.
+        RuntimeError: a block still failed after its retries, or the pool did not start within
+            ``opts.start_timeout``; finished blocks are kept for the rerun.
     """
     if not rows:
         return []
     ray = _import_ray()
     workers, gpus = _pool(ray, opts, len(rows))
     t0 = time.perf_counter()
-    ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-        worker,
-        batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=workers),
-        num_cpus=1,
-        num_gpus=gpus,
-        fn_constructor_kwargs={
-            "work": str(work),
-            "stage": stage,
-            "retries": opts.retries,
-            "fail_once": opts.fail_once,
-            **worker_kwargs,
-        },
-    )
-    try:
-        results = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in ds.iter_rows()]
-    except Exception as exc:
-        raise RuntimeError(
-            f"{what}: the Ray job failed ({exc}); finished blocks are kept under {work}: run the same "
-            "command again to resume"
-        ) from exc
+    with _roster(ray) as roster:
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+            worker,
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=1,
+            num_gpus=gpus,
+            fn_constructor_kwargs={
+                "work": str(work),
+                "stage": stage,
+                "retries": opts.retries,
+                "fail_once": opts.fail_once,
+                "roster": roster,
+                **worker_kwargs,
+            },
+        )
+        # This dataset's own context: start() waits for the whole pool, then raises rather than hang.
+        ds.context.wait_for_min_actors_s = max(1, math.ceil(opts.start_timeout))
+        try:
+            results = [
+                {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in ds.iter_rows()
+            ]
+        except ray.exceptions.GetTimeoutError as exc:
+            raise RuntimeError(
+                f"{what}: {workers} Ray workers ({gpus:g} GPUs and 1 CPU each) did not all start within "
+                f"{opts.start_timeout:g} s; free: {ray.available_resources()}, cluster: "
+                f"{ray.cluster_resources()}. Free the cluster, lower --workers or raise "
+                "RayOptions.start_timeout, then run the same command again"
+            ) from exc
+        except Exception as exc:
+            raise RuntimeError(
+                f"{what}: the Ray job failed ({exc}); finished blocks are kept under {work}: run the same "
+                "command again to resume"
+            ) from exc
     seconds = time.perf_counter() - t0
     items = sum(int(r["items"]) for r in results)
     retried = [int(r["block"]) for r in results if int(r["attempts"]) > 1]

@@ -1,12 +1,19 @@
 """The Ray engine gives the local engine's outputs: text databases, mined pairs, retried and resumed blocks.
 
-A local Ray (2 CPUs, no dashboard) is started once for the module and shut down after it.
+A local Ray (2 CPUs, no dashboard) is started once for the module and shut down after it: as tight as the
+pools (2 actors of 1 CPU), so an actor left behind by a failed job shows up as a test failure, not a hang.
 """
 
 from __future__ import annotations
 
+import faulthandler
+import gc
 import json
 import logging
+import signal
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +34,7 @@ from miner.mine_job import MineOptions, database_target, run_mine  # noqa: E402
 from tests.conftest import make_clip  # noqa: E402
 
 pytestmark = pytest.mark.slow
+TEST_TIMEOUT_S = 600  # each test takes 10-100 s on 2 busy cores; a Ray hang fails here instead of stalling CI
 
 runner = CliRunner()
 WORDS = [
@@ -57,6 +65,29 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def fail_instead_of_hanging() -> Iterator[None]:
+    """Fail a test running past TEST_TIMEOUT_S, printing every thread's stack (no pytest-timeout needed)."""
+
+    def timeout(signum: int, frame: object) -> None:
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        raise TimeoutError(f"Ray test still running after {TEST_TIMEOUT_S} s: a hang (stacks on stderr)")
+
+    previous = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(TEST_TIMEOUT_S)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def _wait_for_free_cpus(n: float, seconds: float = 60.0) -> float:
+    """Free CPUs of the local Ray once it reports ``n`` (or after ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    while (free := ray.available_resources().get("CPU", 0.0)) < n and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return free
 
 
 def _corpus(path: Path, n: int = 40, seed: int = 5) -> Path:
@@ -116,14 +147,20 @@ def test_a_failed_job_resumes_without_redoing_finished_blocks(
     corpus = _corpus(tmp_path / "c.txt", n=30, seed=9)
     flag = tmp_path / "failed-once"
     kwargs = {"encoder_name": str(tiny_st_dir), "factory": "Flat", "progress": False, "keep_blocks": True}
-    with pytest.raises(RuntimeError, match="run the same command again"):
-        ray_build_text_database(
-            "en",
-            [corpus],
-            ray=RayOptions(workers=2, block_size=6, retries=0, fail_once=str(flag)),
-            root=tmp_path,
-            **kwargs,
-        )
+    gc.disable()  # only the engine's own clean-up may free the failed pool, not a lucky garbage collection
+    try:
+        with pytest.raises(RuntimeError, match="run the same command again"):
+            ray_build_text_database(
+                "en",
+                [corpus],
+                ray=RayOptions(workers=2, block_size=6, retries=0, fail_once=str(flag)),
+                root=tmp_path,
+                **kwargs,
+            )
+        # Both actors exit: a leftover one would hold its CPU and the rerun's pool could never start.
+        assert _wait_for_free_cpus(2) == 2
+    finally:
+        gc.enable()
     work = tmp_path / ".ray-work" / "index-en"
     failed = int(flag.read_text())
     assert not (work / f"block_{failed:05d}.done").exists()
@@ -136,6 +173,34 @@ def test_a_failed_job_resumes_without_redoing_finished_blocks(
     assert report.manifest.complete and report.inputs == 30
     assert {name: (work / name).stat().st_mtime_ns for name in finished} == finished  # not recomputed
     assert sorted(p.name for p in work.glob("block_*.done")) == [f"block_{b:05d}.done" for b in range(5)]
+
+
+def test_a_pool_that_cannot_start_fails_with_an_error(
+    tmp_path: Path, tiny_st_dir: Path, local_ray: None
+) -> None:
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    taken = placement_group([{"CPU": 2}])  # another job holds every CPU
+    ray.get(taken.ready())
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(RuntimeError, match=r"2 Ray workers .* did not all start within 2 s"):
+            ray_build_text_database(
+                "en",
+                [_corpus(tmp_path / "c.txt", n=12)],
+                encoder_name=str(tiny_st_dir),
+                ray=RayOptions(workers=2, block_size=6, start_timeout=2),
+                root=tmp_path,
+                progress=False,
+            )
+        assert time.monotonic() - t0 < 60
+    finally:
+        remove_placement_group(taken)
+    # The pool's actors still pending got the CPUs; each fails to sign in to its finished stage and exits
+    # (a new worker process first: up to ~30 s on 2 cores shared with other jobs).
+    assert _wait_for_free_cpus(2, seconds=180) == 2
+    with pytest.raises(ValueError, match="start_timeout=0"):
+        RayOptions(start_timeout=0)
 
 
 def test_embed_text_cli_with_ray_matches_local(tmp_path: Path, tiny_st_dir: Path, local_ray: None) -> None:
