@@ -71,6 +71,7 @@ def test_unknown_key_names_it_and_the_valid_ones(tmp_path: Path) -> None:
         ("cache_features=true", "cache_features needs a backbone frozen"),
         ("no_equals_sign", "not key=value"),
         ("backbone=/no/such/folder", "backbone folder /no/such/folder does not exist"),
+        ("adapter_layers=-1", "adapter_layers must be >= 0"),
     ],
 )
 def test_bad_values_raise_clear_errors(override: str, message: str) -> None:
@@ -93,3 +94,12 @@ def test_cache_features_allowed_when_backbone_frozen_whole_run() -> None:
     )
     assert c.backbone_frozen_whole_run and c.cache_features
     assert TrainConfig().to_dict()["out_dir"] == "runs/samu"
+
+
+def test_adapter_settings_are_checked_only_when_an_adapter_is_asked_for() -> None:
+    cfg = load_config(None, ["train_manifest=t.tsv", "adapter_heads=3"])
+    assert cfg.adapter is None  # no adapter: its width settings do not matter
+    with pytest.raises(ConfigError, match=r"adapter_dim \(256\) must be a multiple of adapter_heads \(3\)"):
+        load_config(None, ["train_manifest=t.tsv", "adapter_layers=2", "adapter_heads=3"])
+    cfg = load_config(None, ["train_manifest=t.tsv", "adapter_layers=2", "adapter_stride=3"])
+    assert cfg.adapter == {"layers": 2, "dim": 256, "heads": 4, "ffn": 1024, "stride": 3, "dropout": 0.1}
