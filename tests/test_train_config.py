@@ -72,6 +72,8 @@ def test_unknown_key_names_it_and_the_valid_ones(tmp_path: Path) -> None:
         ("no_equals_sign", "not key=value"),
         ("backbone=/no/such/folder", "backbone folder /no/such/folder does not exist"),
         ("adapter_layers=-1", "adapter_layers must be >= 0"),
+        ("translation_weight=-1", "translation_weight must be >= 0"),
+        ("init_from=/no/such/model", "not a SAMU model folder"),
     ],
 )
 def test_bad_values_raise_clear_errors(override: str, message: str) -> None:

@@ -26,10 +26,26 @@ SENTENCES = {
 }
 
 
-def write_tiny_corpus(root: Path, seed: int = 7, seconds: tuple[float, float] = (0.3, 0.9)) -> Path:
+# English sources of the non-English sentences (the T3 targets).
+ENGLISH = {
+    "le chat dort": "the cat sleeps",
+    "le chien dort sur la maison": "the dog sleeps on the house",
+    "la maison": "the house",
+    "le chien": "a dog",
+    "der hund schläft": "a dog sleeps",
+    "die katze schläft": "the cat sleeps",
+    "der hund": "a dog",
+    "die katze": "a cat",
+}
+
+
+def write_tiny_corpus(
+    root: Path, seed: int = 7, seconds: tuple[float, float] = (0.3, 0.9), english: bool = False
+) -> Path:
     """16 synthetic clips (WAV, 16 kHz) in ``root/audio`` and a TSV manifest ``root/train.tsv``.
 
-    Columns: id, audio (relative), text, lang, duration, translation (= the text: transcript retrieval).
+    Columns: id, audio (relative), text, lang, duration, translation (= the text: transcript retrieval; with
+    ``english``, the English source from ``ENGLISH`` for fr and de rows).
     """
     rng = np.random.default_rng(seed)
     rows = ["id\taudio\ttext\tlang\tduration\ttranslation"]
@@ -38,7 +54,8 @@ def write_tiny_corpus(root: Path, seed: int = 7, seconds: tuple[float, float] = 
             sec = float(np.round(rng.uniform(*seconds), 2))
             rel = f"audio/{lang}_{i}.wav"
             write_audio(root / rel, make_clip(rng, sec))
-            rows.append(f"{lang}{i}\t{rel}\t{text}\t{lang}\t{sec}\t{text}")
+            translation = ENGLISH.get(text, text) if english else text
+            rows.append(f"{lang}{i}\t{rel}\t{text}\t{lang}\t{sec}\t{translation}")
     manifest = root / "train.tsv"
     manifest.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return manifest
@@ -371,3 +388,99 @@ def test_adapter_head_trains_on_cached_frames_and_resumes_exactly(
         model.config.adapter["layers"] == 1
         and "1 trainable transformer layers" in (final / MODEL_CARD).read_text()
     )
+
+
+# -- T3 targets and warm starts ------------------------------------------------------------------------------
+_ADAPTER = {
+    "head_only_updates": 40,
+    "cache_features": True,
+    "adapter_layers": 1,
+    "adapter_dim": 8,
+    "adapter_heads": 2,
+    "adapter_ffn": 16,
+    "contrastive_weight": 1.0,
+    "temperature": 0.1,
+    "center_targets": True,
+}
+
+
+def test_t3_adds_the_english_source_as_a_second_target(
+    tiny_whisper_dir: Path, spread_st_dir: Path, tmp_path: Path
+) -> None:
+    """Same seed, same first batch: the T3 term is the T1 loss again when the source is the transcript itself,
+    and a different loss when it is the English source."""
+    from miner.train.loop import train
+
+    same = write_tiny_corpus(tmp_path / "same")  # translation = transcript
+    english = write_tiny_corpus(tmp_path / "english", english=True)
+    kw = {**_ADAPTER, "max_updates": 1, "eval_every": 1}
+
+    def first(corpus: Path, weight: float, name: str) -> tuple[float, dict]:
+        out = tmp_path / name
+        train(
+            make_config(
+                corpus,
+                tiny_whisper_dir,
+                spread_st_dir,
+                out,
+                translation_weight=weight,
+                dev_manifest=corpus,
+                **kw,
+            )
+        )
+        metrics = read_metrics(out)
+        return next(m["loss"] for m in metrics if "loss" in m), metrics[-1]
+
+    t1, _ = first(same, 0.0, "t1")
+    doubled, _ = first(same, 1.0, "t3-same")
+    half, _ = first(same, 0.5, "t3-half")
+    t3, dev = first(english, 1.0, "t3-english")
+    assert doubled == pytest.approx(2 * t1, rel=1e-5)
+    assert half == pytest.approx(1.5 * t1, rel=1e-5)
+    assert abs(t3 - 2 * t1) > 1e-3  # the English sources are other targets
+    assert dev["step"] == 1 and 0.0 <= dev["dev_r1_en"] <= 1.0  # X->EN among the distinct dev translations
+
+
+def test_t3_without_translations_says_what_is_missing(
+    corpus: Path, tiny_whisper_dir: Path, spread_st_dir: Path, tmp_path: Path
+) -> None:
+    from miner.train.loop import train
+
+    bare = tmp_path / "bare.tsv"
+    lines = corpus.read_text(encoding="utf-8").splitlines()
+    bare.write_text("\n".join(line.rsplit("\t", 1)[0] for line in lines) + "\n", encoding="utf-8")
+    (tmp_path / "audio").symlink_to(corpus.parent / "audio")
+    cfg = make_config(bare, tiny_whisper_dir, spread_st_dir, tmp_path / "run", translation_weight=1.0)
+    with pytest.raises(ValueError, match="no row of .* has a translation column"):
+        train(cfg)
+
+
+def test_init_from_starts_from_the_model_with_a_fresh_schedule(
+    corpus: Path, tiny_whisper_dir: Path, spread_st_dir: Path, tmp_path: Path
+) -> None:
+    from miner.train.loop import train
+
+    kw = {**_ADAPTER, "eval_every": 5, "dev_manifest": corpus}
+    first = train(make_config(corpus, tiny_whisper_dir, spread_st_dir, tmp_path / "a", max_updates=5, **kw))
+    a_dev = [m["dev_loss"] for m in read_metrics(tmp_path / "a") if "dev_loss" in m]
+    train(
+        make_config(
+            corpus, tiny_whisper_dir, spread_st_dir, tmp_path / "b", max_updates=3, init_from=first, **kw
+        )
+    )
+    b = read_metrics(tmp_path / "b")
+    b_dev = [m["dev_loss"] for m in b if "dev_loss" in m]
+    assert b_dev[0] == pytest.approx(a_dev[-1], abs=1e-5)  # b's step 0 is a's final model
+    assert [m["step"] for m in b if "loss" in m] == [1, 2, 3]  # a new run: its own steps and schedule
+    with pytest.raises(ValueError, match="init_from .* has adapter"):
+        train(
+            make_config(
+                corpus,
+                tiny_whisper_dir,
+                spread_st_dir,
+                tmp_path / "c",
+                max_updates=3,
+                init_from=first,
+                **{**kw, "adapter_dim": 16},
+            )
+        )

@@ -21,7 +21,7 @@ import tomllib
 __all__ = ["ConfigError", "TrainConfig", "load_config", "apply_overrides", "parse_override"]
 
 # Fields whose value is a filesystem path (resolved against the TOML file's folder).
-_PATH_FIELDS = ("train_manifest", "dev_manifest", "out_dir", "cache_dir")
+_PATH_FIELDS = ("train_manifest", "dev_manifest", "out_dir", "cache_dir", "init_from")
 # Fields that are a path only when one exists (otherwise a hub id or a built-in name).
 _MAYBE_PATH_FIELDS = ("backbone", "teacher")
 # Fields that do not change the training trajectory: they may differ when a run resumes.
@@ -73,6 +73,12 @@ class TrainConfig:
             teacher spaces such as e5); the model then lives in its own space ``<teacher space>-c<hash>``.
         contrastive_weight: weight of an in-batch InfoNCE term added to the cosine loss (0 = the paper's loss).
         temperature: InfoNCE temperature.
+        translation_weight: the paper's T3 setup when > 0: each utterance is also pulled towards the teacher
+            embedding of its manifest ``translation`` (the English source), with this weight on that second
+            cosine (+ InfoNCE) term; rows without a translation use their own transcript there. 0 = T1.
+        init_from: a SAMU model folder (``miner train``'s ``final/`` or a checkpoint) whose weights start this
+            run: a warm start with a fresh optimiser and schedule. Its head must match this config's adapter
+            and its space this run's (same teacher, same centring texts). Ignored when the run resumes.
         save_every, log_every, eval_every: in updates (0 disables saving / dev evaluation until the end).
         keep_checkpoints: newest checkpoints kept on disk.
         cache_features: when the backbone stays frozen for the whole run, compute its frames once (eval mode,
@@ -111,6 +117,8 @@ class TrainConfig:
     center_targets: bool = False
     contrastive_weight: float = 0.0
     temperature: float = 0.05
+    translation_weight: float = 0.0
+    init_from: Path | None = None
     save_every: int = 1000
     log_every: int = 50
     eval_every: int = 1000
@@ -174,6 +182,11 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.log_every == 0:
             raise ConfigError("log_every must be >= 1, got 0")
+        if self.init_from is not None and not (Path(self.init_from) / "config.json").is_file():
+            raise ConfigError(
+                f"init_from: {self.init_from} is not a SAMU model folder (no config.json): give a run's "
+                "final/ folder or one of its checkpoints"
+            )
         for name in ("peak_lr", "batch_seconds", "temperature"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
@@ -191,10 +204,10 @@ class TrainConfig:
             raise ConfigError(f"alpha must be in [0, 1] (paper: 0.05), got {self.alpha}")
         if not 0.0 <= self.mask_time_prob < 1.0:
             raise ConfigError(f"mask_time_prob must be in [0, 1), got {self.mask_time_prob}")
-        if self.grad_clip < 0 or self.contrastive_weight < 0:
+        if self.grad_clip < 0 or self.contrastive_weight < 0 or self.translation_weight < 0:
             raise ConfigError(
-                "grad_clip and contrastive_weight must be >= 0 "
-                f"(got {self.grad_clip}, {self.contrastive_weight})"
+                "grad_clip, contrastive_weight and translation_weight must be >= 0 "
+                f"(got {self.grad_clip}, {self.contrastive_weight}, {self.translation_weight})"
             )
         if self.adapter_layers < 0:
             raise ConfigError(f"adapter_layers must be >= 0, got {self.adapter_layers}")

@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -313,8 +313,8 @@ class UtteranceBatches(torch.utils.data.Dataset):
 
     Args:
         utterances: the manifest rows.
-        targets: float32 (n, dim) teacher embeddings of the rows.
-        text_ids: int64 (n,) id of each row's distinct text (for the InfoNCE false-negative mask).
+        rows: per-row arrays sliced into every batch under their key: ``targets`` float32 (n, dim) teacher
+            embeddings, ``text_ids`` int64 (n,) distinct-text ids (the InfoNCE false-negative mask), ...
         batches: index arrays into ``utterances``.
         prepare: ``backbone.prepare``: list of waveforms -> dict of CPU tensors.
     """
@@ -322,14 +322,12 @@ class UtteranceBatches(torch.utils.data.Dataset):
     def __init__(
         self,
         utterances: Sequence[Utterance],
-        targets: np.ndarray,
-        text_ids: np.ndarray,
+        rows: Mapping[str, np.ndarray],
         batches: Sequence[np.ndarray],
         prepare: Callable[[list[np.ndarray]], dict[str, torch.Tensor]],
     ):
         self.utterances = utterances
-        self.targets = targets
-        self.text_ids = text_ids
+        self.rows = dict(rows)
         self.batches = list(batches)
         self.prepare = prepare
 
@@ -341,8 +339,7 @@ class UtteranceBatches(torch.utils.data.Dataset):
         waves = [load_utterance_audio(self.utterances[j]) for j in idx]
         return {
             "inputs": self.prepare(waves),
-            "targets": torch.from_numpy(np.ascontiguousarray(self.targets[idx], dtype=np.float32)),
-            "text_ids": torch.from_numpy(np.asarray(self.text_ids[idx], dtype=np.int64)),
+            **{k: torch.from_numpy(np.ascontiguousarray(v[idx])) for k, v in self.rows.items()},
             "seconds": float(sum(len(w) for w in waves) / 16000),
             "n": len(idx),
         }

@@ -165,23 +165,71 @@ class _Trainer:
                 float(np.linalg.norm(self.center)),
                 self.space_id,
             )
-        _, inverse = np.unique(
-            np.asarray([u.text for u in self.train_utts], dtype=object), return_inverse=True
-        )
-        self.text_ids = inverse.reshape(-1).astype(np.int64)
+        self.text_ids = _distinct_ids([u.text for u in self.train_utts])
         self.dev_text_ids = np.arange(len(self.dev), dtype=np.int64)
+        self._translation_targets(teacher_dim=self.dim)
+
+    def _translation_targets(self, teacher_dim: int) -> None:
+        """T3 targets (train, when translation_weight > 0) and dev translations (for the dev X->EN R@1).
+
+        A row without a translation keeps its own transcript as the T3 target. Centred like the transcripts.
+        """
+        cfg = self.cfg
+        self.train_rows: dict[str, np.ndarray] = {"targets": self.train_targets, "text_ids": self.text_ids}
+        self.dev_trans_targets: np.ndarray | None = None
+        want_dev = bool(self.dev) and all(u.translation for u in self.dev)
+        dev_translations = [u.translation or u.text for u in self.dev]
+        if cfg.translation_weight <= 0 and not want_dev:
+            return
+        if cfg.translation_weight > 0 and not any(u.translation for u in self.train_utts):
+            raise ValueError(
+                f"translation_weight = {cfg.translation_weight} but no row of {cfg.train_manifest} has a "
+                "translation column: add the English source per row, or set translation_weight = 0"
+            )
+        from miner.encoders.text import load_text_encoder
+
+        trans = [u.translation or u.text for u in self.train_utts]
+        for turn in (0, 1):
+            if (turn == 0) == self.procs.main:
+                teacher = load_text_encoder(cfg.teacher, device=str(self.device))
+                if cfg.translation_weight > 0:
+                    self.train_trans = teacher_embeddings(teacher, trans, cfg.cache_path)
+                if want_dev:
+                    self.dev_trans = teacher_embeddings(teacher, dev_translations, cfg.cache_path)
+                del teacher
+            self.procs.barrier()
+
+        def centre(x: np.ndarray) -> np.ndarray:
+            return x if self.center is None else _normalise_rows(x - self.center)
+
+        if cfg.translation_weight > 0:
+            assert self.train_trans.shape[1] == teacher_dim
+            self.train_rows["trans_targets"] = centre(self.train_trans)
+            self.train_rows["trans_ids"] = _distinct_ids(trans)
+        if want_dev:
+            self.dev_trans_targets = centre(self.dev_trans)
+            self.dev_trans_ids = _distinct_ids(dev_translations)
 
     def _build_model(self, resume_from: Path | None) -> None:
         from miner.encoders.samu import SpeechEncoder
 
         cfg = self.cfg
-        if resume_from is not None:
-            model = SpeechEncoder.from_pretrained(resume_from)
+        start_from = resume_from if resume_from is not None else cfg.init_from
+        if start_from is not None:
+            model = SpeechEncoder.from_pretrained(start_from)
             if model.space_id != self.space_id or model.dim != self.dim:
+                fix = "use a new out_dir" if resume_from is not None else "init_from a model of this teacher"
                 raise ValueError(
-                    f"checkpoint {resume_from} is in space {model.space_id} (dim {model.dim}) but this "
-                    f"run's teacher gives {self.space_id} (dim {self.dim}): use a new out_dir"
+                    f"model {start_from} is in space {model.space_id} (dim {model.dim}) but this "
+                    f"run's teacher gives {self.space_id} (dim {self.dim}): {fix}"
                 )
+            if resume_from is None and model.config.adapter != cfg.adapter:
+                raise ValueError(
+                    f"init_from {start_from} has adapter {model.config.adapter}, this config asks for "
+                    f"{cfg.adapter}: set the adapter_* keys to the model's"
+                )
+            if resume_from is None:
+                log.info("weights from %s (warm start: fresh optimiser and schedule)", start_from)
         else:
             source, teacher = cfg.backbone, cfg.teacher
             # Local folders as absolute paths: the saved model must find them again from anywhere.
@@ -337,21 +385,21 @@ class _Trainer:
 
     # -- batches -------------------------------------------------------------------------------------------
     def _loader(
-        self, utts: list[Utterance], targets: np.ndarray, text_ids: np.ndarray, batches: list[np.ndarray]
+        self, utts: list[Utterance], rows: dict[str, np.ndarray], batches: list[np.ndarray]
     ) -> Iterator[dict[str, Any]]:
+        """Batches of model inputs plus ``rows`` (per-row arrays: targets, text_ids, ...) sliced to each batch."""
         if self.frames is not None:
             cache = self.frames if utts is self.train_utts else self.dev_frames
             assert cache is not None  # built for train and dev together
             for idx in batches:
                 yield {
                     **cache.batch(idx.tolist()),
-                    "targets": torch.from_numpy(targets[idx]),
-                    "text_ids": torch.from_numpy(text_ids[idx]),
+                    **{k: torch.from_numpy(np.ascontiguousarray(v[idx])) for k, v in rows.items()},
                     "n": len(idx),
                     "seconds": float(self._durations_of(utts)[idx].sum()),
                 }
             return
-        data = UtteranceBatches(utts, targets, text_ids, batches, self.model.backbone.prepare)
+        data = UtteranceBatches(utts, rows, batches, self.model.backbone.prepare)
         # Its own generator: creating a loader must not draw from the global RNG (exact resume).
         loader = torch.utils.data.DataLoader(
             data,
@@ -380,7 +428,7 @@ class _Trainer:
             plan, pos = s.epoch_batches(s.epoch), s.position
             rounds = (len(plan) - pos) // world
             mine = [plan[pos + r * world + rank] for r in range(rounds)]
-            for batch in self._loader(self.train_utts, self.train_targets, self.text_ids, mine):
+            for batch in self._loader(self.train_utts, self.train_rows, mine):
                 s.advance(world)  # before the yield: a checkpoint taken after this step skips this batch
                 yield batch
 
@@ -407,6 +455,11 @@ class _Trainer:
                 loss, cos_loss = distill_loss(
                     z, batch["targets"], batch["text_ids"], cfg.contrastive_weight, cfg.temperature
                 )
+                if "trans_targets" in batch:  # T3: the English source is a second target
+                    trans_loss, _ = distill_loss(
+                        z, batch["trans_targets"], batch["trans_ids"], cfg.contrastive_weight, cfg.temperature
+                    )
+                    loss = loss + cfg.translation_weight * trans_loss
                 self.scaler.scale(loss / cfg.grad_accum).backward()
             total += float(loss.detach()) / cfg.grad_accum
             cos_total += float(cos_loss.detach()) / cfg.grad_accum
@@ -436,7 +489,8 @@ class _Trainer:
         """Mean cosine distance over the dev set (eval mode: no dropout, no masking).
 
         Also sets ``self.dev_r1``: the share of dev utterances whose nearest dev target (by cosine, among all
-        dev targets) is their own: a retrieval signal the loss alone does not give.
+        dev targets) is their own: a retrieval signal the loss alone does not give; and, when every dev row
+        has a translation, ``self.dev_r1_en``: the same against the distinct dev translations (X->EN).
         """
         if not self.dev:
             return None
@@ -446,7 +500,8 @@ class _Trainer:
         total, n = 0.0, 0
         rows: list[np.ndarray] = []
         order: list[np.ndarray] = []
-        loader = self._loader(self.dev, self.dev_targets, self.dev_text_ids, batches)
+        dev_rows = {"targets": self.dev_targets, "text_ids": self.dev_text_ids}
+        loader = self._loader(self.dev, dev_rows, batches)
         for idx, batch in zip(batches, loader, strict=True):
             batch = _to(batch, self.device)
             with torch.no_grad(), self._autocast():
@@ -461,6 +516,12 @@ class _Trainer:
         z_all[np.concatenate(order)] = np.concatenate(rows)
         targets = _normalise_rows(np.asarray(self.dev_targets, dtype=np.float32))
         self.dev_r1 = float(np.mean((z_all @ targets.T).argmax(1) == np.arange(len(self.dev))))
+        self.dev_r1_en: float | None = None
+        if self.dev_trans_targets is not None:
+            ids = self.dev_trans_ids
+            first = np.unique(ids, return_index=True)[1]  # one row per distinct translation, in id order
+            distinct = _normalise_rows(np.asarray(self.dev_trans_targets[first], dtype=np.float32))
+            self.dev_r1_en = float(np.mean((z_all @ distinct.T).argmax(1) == ids))
         return total / n
 
     def _log_metrics(self, record: dict[str, Any]) -> None:
@@ -581,8 +642,13 @@ class _Trainer:
     def _evaluate(self) -> float | None:
         value = self.dev_loss() if self.procs.main else None
         if value is not None:
-            log.info("step %d dev loss %.5f dev R@1 %.3f", self.step, value, self.dev_r1)
-            self._log_metrics({"step": self.step, "dev_loss": value, "dev_r1": self.dev_r1})
+            record = {"step": self.step, "dev_loss": value, "dev_r1": self.dev_r1}
+            extra = ""
+            if self.dev_r1_en is not None:
+                record["dev_r1_en"] = self.dev_r1_en
+                extra = f" X->EN R@1 {self.dev_r1_en:.3f}"
+            log.info("step %d dev loss %.5f dev R@1 %.3f%s", self.step, value, self.dev_r1, extra)
+            self._log_metrics(record)
         self.procs.barrier()
         return value
 
@@ -641,3 +707,9 @@ def train(config: TrainConfig) -> Path:
             handler.close()
         pkg_logger.setLevel(old_level)
         procs.teardown()
+
+
+def _distinct_ids(texts: list[str]) -> np.ndarray:
+    """int64 (n,): the same id for equal strings (ids ordered like the sorted distinct strings)."""
+    _, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+    return inverse.reshape(-1).astype(np.int64)
