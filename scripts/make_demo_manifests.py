@@ -56,6 +56,13 @@ def main() -> None:
     ap.add_argument("--test-per-lang", type=int, default=300)
     ap.add_argument("--db-size", type=int, default=10000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--more-train-per-lang",
+        type=int,
+        default=0,
+        help="also write train_more.tsv: train.tsv plus up to N more clips per language whose meanings are in "
+        "neither database (the evaluation stays the same)",
+    )
     args = ap.parse_args()
     langs = args.langs.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -93,12 +100,25 @@ def main() -> None:
     others = [r["meaning_id"] for r in parallel if r["split"] == "dev"]
     others += [r["meaning_id"] for r in parallel if r["split"] == "train" and r["meaning_id"] not in used]
     rng.shuffle(others)
+    in_db: set[str] = set()
     for lang in ("en", "fr"):
         ids = [m for m in test_ids if by_meaning[m].get(lang)]
         ids += [m for m in others if by_meaning[m].get(lang)][: max(0, args.db_size - len(ids))]
+        in_db.update(ids)
         texts = sorted({by_meaning[m][lang] for m in ids})
         (args.out / f"{lang}_db.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
     print(f"train {len(train)}  dev {len(dev)}  x->en queries {len(test)}  en->x queries {len(en_queries)}")
+    if args.more_train_per_lang > 0:
+        taken = {(r["meaning_id"], r["lang"]) for r in train}
+        spare = [
+            r
+            for r in read_tsv(args.data / "train.tsv")
+            if (r["meaning_id"], r["lang"]) not in taken and r["meaning_id"] not in in_db
+        ]
+        more = capped(spare, args.more_train_per_lang)
+        write_tsv(args.out / "train_more.tsv", rebase(train + more, args.data, args.out), cols)
+        counts = {lang: sum(r["lang"] == lang for r in more) for lang in langs}
+        print(f"train_more {len(train) + len(more)} (+{len(more)}: {counts})")
 
 
 if __name__ == "__main__":

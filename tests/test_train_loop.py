@@ -472,6 +472,22 @@ def test_init_from_starts_from_the_model_with_a_fresh_schedule(
     b_dev = [m["dev_loss"] for m in b if "dev_loss" in m]
     assert b_dev[0] == pytest.approx(a_dev[-1], abs=1e-5)  # b's step 0 is a's final model
     assert [m["step"] for m in b if "loss" in m] == [1, 2, 3]  # a new run: its own steps and schedule
+    # Fewer training texts: another centre of the same teacher; the model moves to this run's space.
+    from miner.encoders.samu import SpeechEncoder
+
+    fewer = tmp_path / "fewer.tsv"
+    fewer.write_text("\n".join(corpus.read_text(encoding="utf-8").splitlines()[:12]) + "\n", encoding="utf-8")
+    (tmp_path / "audio").symlink_to(corpus.parent / "audio")
+    moved = SpeechEncoder.from_pretrained(
+        train(
+            make_config(
+                fewer, tiny_whisper_dir, spread_st_dir, tmp_path / "d", max_updates=1, init_from=first, **kw
+            )
+        )
+    )
+    before = SpeechEncoder.from_pretrained(first)
+    assert moved.space_id.startswith("st-spread-16-c") and moved.space_id != before.space_id
+    assert moved.config.extra["text_center"] != before.config.extra["text_center"]
     with pytest.raises(ValueError, match="init_from .* has adapter"):
         train(
             make_config(

@@ -217,18 +217,30 @@ class _Trainer:
         start_from = resume_from if resume_from is not None else cfg.init_from
         if start_from is not None:
             model = SpeechEncoder.from_pretrained(start_from)
-            if model.space_id != self.space_id or model.dim != self.dim:
+            # A warm start may move to another centre of the same teacher (e.g. more training texts).
+            same_teacher = model.space_id in (self.teacher_space, self.space_id) or model.space_id.startswith(
+                self.teacher_space + "-c"
+            )
+            if model.dim != self.dim or not (
+                model.space_id == self.space_id or (resume_from is None and same_teacher)
+            ):
                 fix = "use a new out_dir" if resume_from is not None else "init_from a model of this teacher"
                 raise ValueError(
                     f"model {start_from} is in space {model.space_id} (dim {model.dim}) but this "
                     f"run's teacher gives {self.space_id} (dim {self.dim}): {fix}"
                 )
-            if resume_from is None and model.config.adapter != cfg.adapter:
-                raise ValueError(
-                    f"init_from {start_from} has adapter {model.config.adapter}, this config asks for "
-                    f"{cfg.adapter}: set the adapter_* keys to the model's"
-                )
             if resume_from is None:
+                if model.config.adapter != cfg.adapter:
+                    raise ValueError(
+                        f"init_from {start_from} has adapter {model.config.adapter}, this config asks for "
+                        f"{cfg.adapter}: set the adapter_* keys to the model's"
+                    )
+                if model.space_id != self.space_id:
+                    log.info("init_from: space %s -> %s (this run's centre)", model.space_id, self.space_id)
+                    model.config.space_id = self.space_id
+                    model.config.extra.pop("text_center", None)
+                    if self.center is not None:
+                        model.config.extra["text_center"] = [float(x) for x in self.center]
                 log.info("weights from %s (warm start: fresh optimiser and schedule)", start_from)
         else:
             source, teacher = cfg.backbone, cfg.teacher
