@@ -439,6 +439,8 @@ def test_t3_adds_the_english_source_as_a_second_target(
     assert half == pytest.approx(1.5 * t1, rel=1e-5)
     assert abs(t3 - 2 * t1) > 1e-3  # the English sources are other targets
     assert dev["step"] == 1 and 0.0 <= dev["dev_r1_en"] <= 1.0  # X->EN among the distinct dev translations
+    card = (tmp_path / "t3-half" / "final" / "MODEL_CARD.md").read_text()
+    assert "T3: + 0.5 x the same against teacher(English source of t)" in card
 
 
 def test_t3_without_translations_says_what_is_missing(
@@ -472,6 +474,7 @@ def test_init_from_starts_from_the_model_with_a_fresh_schedule(
     b_dev = [m["dev_loss"] for m in b if "dev_loss" in m]
     assert b_dev[0] == pytest.approx(a_dev[-1], abs=1e-5)  # b's step 0 is a's final model
     assert [m["step"] for m in b if "loss" in m] == [1, 2, 3]  # a new run: its own steps and schedule
+    assert f"Started from: weights of `{first}`" in (tmp_path / "b" / "final" / "MODEL_CARD.md").read_text()
     # Fewer training texts: another centre of the same teacher; the model moves to this run's space.
     from miner.encoders.samu import SpeechEncoder
 

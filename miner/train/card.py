@@ -53,6 +53,16 @@ def model_card(
             f"{adapter['layers']} trainable transformer layers (width {adapter['dim']}, {adapter['heads']} heads, "
             f"frames averaged over {adapter['stride']}) before the pooling + tanh projection"
         )
+    loss = "1 - cos(z, teacher(t))"
+    if cfg.contrastive_weight:
+        loss += f" + {cfg.contrastive_weight:g} x InfoNCE (T={cfg.temperature:g})"
+    if cfg.translation_weight:
+        loss += f"; T3: + {cfg.translation_weight:g} x the same against teacher(English source of t)"
+    start = (
+        f"weights of `{cfg.init_from}` (warm start; earlier stages are in its own card)"
+        if cfg.init_from is not None
+        else "a fresh head"
+    )
     config_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in cfg.to_dict().items() if v is not None)
     return f"""# SAMU speech encoder ({model.config.backbone_type} backbone)
 
@@ -64,9 +74,10 @@ Distilled from the frozen text encoder **{cfg.teacher}** (paper: Khurana et al. 
 - Head: {head}
 - Updates: {step} ({min(cfg.head_only_updates, step)} head-only), peak LR {cfg.peak_lr:g}, tri-stage \
 {cfg.warmup_frac:g}/{cfg.hold_frac:g}/{cfg.decay_frac:g} decaying to {cfg.final_lr_scale:g} x peak
-- Loss: 1 - cos(z, teacher(t)){f" + {cfg.contrastive_weight:g} x InfoNCE (T={cfg.temperature:g})" if cfg.contrastive_weight else ""}
+- Loss: {loss}
+- Started from: {start}
 - Final dev loss (mean cosine distance): {dev}
-- Audio seen: {seen_seconds / 3600:.3f} h, {int(seen_utts)} utterances
+- Audio seen (this run): {seen_seconds / 3600:.3f} h, {int(seen_utts)} utterances
 
 ## Training data
 
