@@ -93,6 +93,21 @@ def test_teacher_embeddings_once_per_text_and_cached(tmp_path: Path) -> None:
     (cache,) = tmp_path.glob("teacher-fake-4-*.npy")
     again = teacher_embeddings(enc, texts, tmp_path)
     assert len(enc.calls) == 1 and np.array_equal(again, emb)  # second call: from the cache
-    teacher_embeddings(enc, [*texts, "neu"], tmp_path)
+    more = teacher_embeddings(enc, [*texts, "neu", "a dog"], tmp_path)
     assert len(enc.calls) == 2 and len(list(tmp_path.glob("teacher-*.npy"))) == 2  # other texts, other key
+    assert enc.calls[1] == ["neu"]  # only the text no cached list holds
+    np.testing.assert_array_equal(more[:4], emb)
+    np.testing.assert_array_equal(more[5], emb[1])
+    np.testing.assert_allclose(more[4], enc.encode(["neu"])[0], rtol=1e-6)
     assert cache.is_file()
+
+
+def test_teacher_cache_from_before_text_lists_is_listed_on_its_first_hit(tmp_path: Path) -> None:
+    enc = _CountingEncoder()
+    texts = ["ein haus", "a house"]
+    emb = teacher_embeddings(enc, texts, tmp_path)
+    (listed,) = tmp_path.glob("teacher-*.texts.jsonl")
+    listed.unlink()  # what older versions left: the array alone
+    assert np.array_equal(teacher_embeddings(enc, texts, tmp_path), emb) and listed.is_file()
+    teacher_embeddings(enc, [*texts, "une maison"], tmp_path)
+    assert enc.calls[-1] == ["une maison"] and len(enc.calls) == 2

@@ -232,39 +232,82 @@ def teacher_embeddings(
 ) -> np.ndarray:
     """Teacher embeddings of ``texts``, computed once per distinct text and cached on disk.
 
+    The cache holds ``teacher-<space id>-<sha of the texts>.npy`` (float32 (n, dim), rows in list order) and,
+    beside it, ``.texts.jsonl`` (its texts, one JSON string per line). A new list reuses the rows of every
+    listed file of the same space and embeds only texts none of them holds: a training set that grows does not
+    re-embed what it had. A file written before the lists existed is listed the first time it is hit.
+
     Args:
         encoder: a text encoder (``encode``, ``space_id``, ``dim``).
         texts: n texts (duplicates are embedded once).
-        cache_dir: folder of ``teacher-<space id>-<sha of the texts>.npy`` files (``None``: no cache).
+        cache_dir: folder of the cache files (``None``: no cache).
 
     Returns:
         float32 (n, dim), L2-normalised rows, in input order.
     """
     texts = list(texts)
-    cache: Path | None = None
-    if cache_dir is not None:
-        cache = Path(cache_dir) / f"teacher-{encoder.space_id}-{texts_sha(texts)[:16]}.npy"
-        if cache.is_file():
-            emb = np.load(cache)
-            if emb.shape == (len(texts), encoder.dim):
-                log.info("teacher embeddings of %d texts from cache %s", len(texts), cache)
-                return emb
-            log.warning(
-                "ignoring teacher cache %s of shape %s (expected %s)",
-                cache,
-                emb.shape,
-                (len(texts), encoder.dim),
-            )
+    if cache_dir is None:
+        return _embed_distinct(encoder, texts, batch_size)
+    cache = Path(cache_dir) / f"teacher-{encoder.space_id}-{texts_sha(texts)[:16]}.npy"
+    if cache.is_file():
+        emb = np.load(cache)
+        if emb.shape == (len(texts), encoder.dim):
+            log.info("teacher embeddings of %d texts from cache %s", len(texts), cache)
+            if not _texts_file(cache).is_file():
+                _write_atomic(_texts_file(cache), "".join(json.dumps(t) + "\n" for t in texts))
+            return emb
+        log.warning(
+            "ignoring teacher cache %s of shape %s (expected %s)", cache, emb.shape, (len(texts), encoder.dim)
+        )
+    known: dict[str, tuple[Path, int]] = {}
+    for listed in sorted(Path(cache_dir).glob(f"teacher-{encoder.space_id}-*.texts.jsonl")):
+        for row, line in enumerate(listed.read_text(encoding="utf-8").splitlines()):
+            known.setdefault(json.loads(line), (listed, row))
+    missing = sorted({t for t in texts if t not in known})
+    if len(missing) < len(set(texts)):
+        log.info(
+            "teacher embeddings: %d distinct texts cached, %d to embed",
+            len(set(texts)) - len(missing),
+            len(missing),
+        )
+    new = _embed_distinct(encoder, missing, batch_size) if missing else np.zeros((0, encoder.dim), np.float32)
+    emb = np.empty((len(texts), encoder.dim), dtype=np.float32)
+    fresh = {t: i for i, t in enumerate(missing)}
+    by_file: dict[Path, list[tuple[int, int]]] = {}
+    for i, t in enumerate(texts):
+        if t in fresh:
+            emb[i] = new[fresh[t]]
+        else:
+            listed, row = known[t]
+            by_file.setdefault(listed, []).append((i, row))
+    for listed, pairs in by_file.items():
+        stored = np.load(listed.with_name(listed.name.removesuffix(".texts.jsonl") + ".npy"), mmap_mode="r")
+        at = np.asarray(pairs, dtype=np.int64)  # (k, 2): (row here, row there)
+        emb[at[:, 0]] = stored[at[:, 1]]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp.npy")
+    np.save(tmp, emb)
+    os.replace(tmp, cache)
+    _write_atomic(_texts_file(cache), "".join(json.dumps(t) + "\n" for t in texts))
+    return emb
+
+
+def _embed_distinct(encoder: Any, texts: list[str], batch_size: int) -> np.ndarray:
+    """float32 (n, dim): each distinct text embedded once."""
     unique, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
     log.info("embedding %d distinct texts with teacher %s", len(unique), encoder.space_id)
     emb = np.asarray(encoder.encode(list(unique), batch_size=batch_size, progress=True), dtype=np.float32)
-    emb = emb[inverse.reshape(-1)]
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp.npy")
-        np.save(tmp, emb)
-        os.replace(tmp, cache)
-    return emb
+    return emb[inverse.reshape(-1)]
+
+
+def _texts_file(cache: Path) -> Path:
+    return cache.with_name(cache.name.removesuffix(".npy") + ".texts.jsonl")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def bucket_batches(
