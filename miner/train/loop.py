@@ -16,7 +16,6 @@ and optimizer state as an uninterrupted run, so it gives the same loss.
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import logging
 import math
@@ -36,11 +35,12 @@ from tqdm.auto import tqdm
 from miner.train import checkpoint as ckpt
 from miner.train.card import MODEL_CARD, model_card
 from miner.train.config import RESUME_NEUTRAL, TrainConfig
-from miner.train.data import Utterance, UtteranceBatches, bucket_batches, read_manifest, teacher_embeddings
+from miner.train.data import Utterance, UtteranceBatches, bucket_batches, read_manifest
 from miner.train.objectives import MASK_FRAME_SECONDS, configure_time_masking, distill_loss
 from miner.train.processes import Processes
 from miner.train.sampling import LanguageSampler, language_probs
 from miner.train.schedule import TriStage, tri_stage_scheduler
+from miner.train.targets import build_targets, normalise_rows
 
 if TYPE_CHECKING:
     from miner.train.features import FrameCache
@@ -75,10 +75,6 @@ def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
         else:
             out[k] = v
     return out
-
-
-def _normalise_rows(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 # -- the trainer ---------------------------------------------------------------------------------------------
@@ -129,86 +125,17 @@ class _Trainer:
         self.train_utts = keep
 
     def _teacher_targets(self) -> None:
-        """Teacher embeddings of train/dev transcripts (rank 0 computes and caches; the others read)."""
-        from miner.encoders.text import centred_space_id, load_text_encoder
-
-        cfg = self.cfg
-        teacher = None
-        for turn in (0, 1):  # rank 0 first, then everyone else reads the cache it wrote
-            if (turn == 0) == self.procs.main:
-                teacher = load_text_encoder(cfg.teacher, device=str(self.device))
-                self.train_targets = teacher_embeddings(
-                    teacher, [u.text for u in self.train_utts], cfg.cache_path
-                )
-                self.dev_targets = (
-                    teacher_embeddings(teacher, [u.text for u in self.dev], cfg.cache_path)
-                    if self.dev
-                    else np.zeros((0, teacher.dim), np.float32)
-                )
-            self.procs.barrier()
-        assert teacher is not None
-        self.teacher_space, self.dim = teacher.space_id, int(teacher.dim)
-        del teacher
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        self.center: np.ndarray | None = None
-        self.space_id = self.teacher_space
-        if cfg.center_targets:
-            self.center = self.train_targets.mean(axis=0).astype(np.float32)
-            self.train_targets = _normalise_rows(self.train_targets - self.center)
-            if len(self.dev):
-                self.dev_targets = _normalise_rows(self.dev_targets - self.center)
-            self.space_id = centred_space_id(self.teacher_space, self.center)
-            log.info(
-                "centred targets: |mean teacher vector| = %.3f, space %s",
-                float(np.linalg.norm(self.center)),
-                self.space_id,
-            )
-        self.text_ids = _distinct_ids([u.text for u in self.train_utts])
+        t = build_targets(self.cfg, self.procs, self.device, self.train_utts, self.dev)
+        self.teacher_space, self.dim, self.space_id, self.center = (
+            t.teacher_space,
+            t.dim,
+            t.space_id,
+            t.center,
+        )
+        self.train_rows = t.train
+        self.dev_targets = t.dev
         self.dev_text_ids = np.arange(len(self.dev), dtype=np.int64)
-        self._translation_targets(teacher_dim=self.dim)
-
-    def _translation_targets(self, teacher_dim: int) -> None:
-        """T3 targets (train, when translation_weight > 0) and dev translations (for the dev X->EN R@1).
-
-        A row without a translation keeps its own transcript as the T3 target. Centred like the transcripts.
-        """
-        cfg = self.cfg
-        self.train_rows: dict[str, np.ndarray] = {"targets": self.train_targets, "text_ids": self.text_ids}
-        self.dev_trans_targets: np.ndarray | None = None
-        want_dev = bool(self.dev) and all(u.translation for u in self.dev)
-        dev_translations = [u.translation or u.text for u in self.dev]
-        if cfg.translation_weight <= 0 and not want_dev:
-            return
-        if cfg.translation_weight > 0 and not any(u.translation for u in self.train_utts):
-            raise ValueError(
-                f"translation_weight = {cfg.translation_weight} but no row of {cfg.train_manifest} has a "
-                "translation column: add the English source per row, or set translation_weight = 0"
-            )
-        from miner.encoders.text import load_text_encoder
-
-        trans = [u.translation or u.text for u in self.train_utts]
-        for turn in (0, 1):
-            if (turn == 0) == self.procs.main:
-                teacher = load_text_encoder(cfg.teacher, device=str(self.device))
-                if cfg.translation_weight > 0:
-                    self.train_trans = teacher_embeddings(teacher, trans, cfg.cache_path)
-                if want_dev:
-                    self.dev_trans = teacher_embeddings(teacher, dev_translations, cfg.cache_path)
-                del teacher
-            self.procs.barrier()
-
-        def centre(x: np.ndarray) -> np.ndarray:
-            return x if self.center is None else _normalise_rows(x - self.center)
-
-        if cfg.translation_weight > 0:
-            assert self.train_trans.shape[1] == teacher_dim
-            self.train_rows["trans_targets"] = centre(self.train_trans)
-            self.train_rows["trans_ids"] = _distinct_ids(trans)
-        if want_dev:
-            self.dev_trans_targets = centre(self.dev_trans)
-            self.dev_trans_ids = _distinct_ids(dev_translations)
+        self.dev_trans_targets, self.dev_trans_ids = t.dev_trans, t.dev_trans_ids
 
     def _build_model(self, resume_from: Path | None) -> None:
         from miner.encoders.samu import SpeechEncoder
@@ -526,13 +453,13 @@ class _Trainer:
         self.model.train()
         z_all = np.empty((len(self.dev), self.dim), dtype=np.float32)
         z_all[np.concatenate(order)] = np.concatenate(rows)
-        targets = _normalise_rows(np.asarray(self.dev_targets, dtype=np.float32))
+        targets = normalise_rows(np.asarray(self.dev_targets, dtype=np.float32))
         self.dev_r1 = float(np.mean((z_all @ targets.T).argmax(1) == np.arange(len(self.dev))))
         self.dev_r1_en: float | None = None
-        if self.dev_trans_targets is not None:
+        if self.dev_trans_targets is not None and self.dev_trans_ids is not None:
             ids = self.dev_trans_ids
             first = np.unique(ids, return_index=True)[1]  # one row per distinct translation, in id order
-            distinct = _normalise_rows(np.asarray(self.dev_trans_targets[first], dtype=np.float32))
+            distinct = normalise_rows(np.asarray(self.dev_trans_targets[first], dtype=np.float32))
             self.dev_r1_en = float(np.mean((z_all @ distinct.T).argmax(1) == ids))
         return total / n
 
@@ -719,9 +646,3 @@ def train(config: TrainConfig) -> Path:
             handler.close()
         pkg_logger.setLevel(old_level)
         procs.teardown()
-
-
-def _distinct_ids(texts: list[str]) -> np.ndarray:
-    """int64 (n,): the same id for equal strings (ids ordered like the sorted distinct strings)."""
-    _, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
-    return inverse.reshape(-1).astype(np.int64)
