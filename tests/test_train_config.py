@@ -105,3 +105,28 @@ def test_adapter_settings_are_checked_only_when_an_adapter_is_asked_for() -> Non
         load_config(None, ["train_manifest=t.tsv", "adapter_layers=2", "adapter_heads=3"])
     cfg = load_config(None, ["train_manifest=t.tsv", "adapter_layers=2", "adapter_stride=3"])
     assert cfg.adapter == {"layers": 2, "dim": 256, "heads": 4, "ffn": 1024, "stride": 3, "dropout": 0.1}
+
+
+def test_demo_recipe_stages_chain_and_load(tmp_path: Path) -> None:
+    """scripts/train_demo_model.sh's three stages: each warm-starts from the previous one's final model, with
+    the same head, and every file is a valid config."""
+    import tomllib
+
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    stages = [scripts / f"demo_train{suffix}.toml" for suffix in ("", "_t3", "_more")]
+    raw = [tomllib.loads(p.read_text(encoding="utf-8")) for p in stages]
+    for before, after in zip(raw, raw[1:], strict=False):
+        assert after["init_from"] == before["out_dir"] + "/final"
+        assert {k: v for k, v in after.items() if k.startswith("adapter_")} == {
+            k: v for k, v in before.items() if k.startswith("adapter_")
+        }
+    assert "init_from" not in raw[0] and raw[1]["translation_weight"] > 0 and raw[2]["translation_weight"] > 0
+    assert raw[2]["train_manifest"].endswith("train_more.tsv")
+    fake_model = tmp_path / "model"
+    fake_model.mkdir()
+    (fake_model / "config.json").write_text("{}")
+    for path in stages:
+        cfg = load_config(
+            path, [f"init_from={fake_model}"] if "init_from" in tomllib.loads(path.read_text()) else []
+        )
+        assert cfg.adapter is not None and cfg.cache_features and cfg.center_targets
