@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from index.manifest import atomic_write_bytes
 from miner.audio import AudioError, load_audio, probe
 from miner.types import seconds_to_samples
 
@@ -254,7 +255,7 @@ def teacher_embeddings(
         if emb.shape == (len(texts), encoder.dim):
             log.info("teacher embeddings of %d texts from cache %s", len(texts), cache)
             if not _texts_file(cache).is_file():
-                _write_atomic(_texts_file(cache), "".join(json.dumps(t) + "\n" for t in texts))
+                _write_text_list(cache, texts)
             return emb
         log.warning(
             "ignoring teacher cache %s of shape %s (expected %s)", cache, emb.shape, (len(texts), encoder.dim)
@@ -288,7 +289,7 @@ def teacher_embeddings(
     tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp.npy")
     np.save(tmp, emb)
     os.replace(tmp, cache)
-    _write_atomic(_texts_file(cache), "".join(json.dumps(t) + "\n" for t in texts))
+    _write_text_list(cache, texts)
     return emb
 
 
@@ -304,10 +305,9 @@ def _texts_file(cache: Path) -> Path:
     return cache.with_name(cache.name.removesuffix(".npy") + ".texts.jsonl")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def _write_text_list(cache: Path, texts: Sequence[str]) -> None:
+    """The texts of ``cache``'s rows, one JSON string per line, beside it."""
+    atomic_write_bytes(_texts_file(cache), "".join(json.dumps(t) + "\n" for t in texts).encode("utf-8"))
 
 
 def bucket_batches(

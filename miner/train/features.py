@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from index.manifest import atomic_write_bytes
 from miner.train.data import Utterance, bucket_batches, load_utterance_audio
 
 if TYPE_CHECKING:
@@ -186,14 +187,13 @@ def _describe_segment(stem: Path, fingerprint: str, utterances: Sequence[Utteran
     utts = stem.with_suffix(".utts.txt")
     if meta.get("backbone") == fingerprint and utts.is_file():
         return
-    _write_text_atomic(utts, "".join(_utterance_line(u) + "\n" for u in utterances))
-    _write_text_atomic(meta_file, json.dumps({**meta, "backbone": fingerprint}))
+    _write_utterance_list(stem, utterances)
+    atomic_write_bytes(meta_file, json.dumps({**meta, "backbone": fingerprint}).encode("utf-8"))
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def _write_utterance_list(stem: Path, utterances: Sequence[Utterance]) -> None:
+    text = "".join(_utterance_line(u) + "\n" for u in utterances)
+    atomic_write_bytes(stem.with_suffix(".utts.txt"), text.encode("utf-8"))
 
 
 def _compute_segment(
@@ -228,9 +228,7 @@ def _compute_segment(
                     total += len(valid)
         os.replace(tmp_bin, stem.with_suffix(".bin"))
         np.save(stem.with_suffix(".index.npy"), index)
-        _write_text_atomic(
-            stem.with_suffix(".utts.txt"), "".join(_utterance_line(u) + "\n" for u in utterances)
-        )
+        _write_utterance_list(stem, utterances)
         meta = {
             "total_frames": total,
             "hidden_size": int(backbone.hidden_size),
@@ -238,7 +236,7 @@ def _compute_segment(
             "dtype": "float16",
             "backbone": fingerprint,
         }
-        _write_text_atomic(stem.with_suffix(".json"), json.dumps(meta))
+        atomic_write_bytes(stem.with_suffix(".json"), json.dumps(meta).encode("utf-8"))
     finally:
         tmp_bin.unlink(missing_ok=True)
         backbone.train(was_training)

@@ -145,7 +145,7 @@ class _Trainer:
         if start_from is not None:
             model = SpeechEncoder.from_pretrained(start_from)
             # A warm start may move to another centre of the same teacher (e.g. more training texts).
-            same_teacher = model.space_id in (self.teacher_space, self.space_id) or model.space_id.startswith(
+            same_teacher = model.space_id == self.teacher_space or model.space_id.startswith(
                 self.teacher_space + "-c"
             )
             if model.dim != self.dim or not (
