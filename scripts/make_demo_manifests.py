@@ -63,6 +63,11 @@ def main() -> None:
         help="also write train_more.tsv: train.tsv plus up to N more clips per language whose meanings are in "
         "neither database (the evaluation stays the same)",
     )
+    ap.add_argument(
+        "--more-out",
+        default="train_more.tsv",
+        help="file name (in --out) of the grown train manifest, so each warm-started stage keeps its own",
+    )
     args = ap.parse_args()
     langs = args.langs.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -116,9 +121,9 @@ def main() -> None:
             if (r["meaning_id"], r["lang"]) not in taken and r["meaning_id"] not in in_db
         ]
         more = capped(spare, args.more_train_per_lang)
-        write_tsv(args.out / "train_more.tsv", rebase(train + more, args.data, args.out), cols)
+        write_tsv(args.out / args.more_out, rebase(train + more, args.data, args.out), cols)
         counts = {lang: sum(r["lang"] == lang for r in more) for lang in langs}
-        print(f"train_more {len(train) + len(more)} (+{len(more)}: {counts})")
+        print(f"{args.more_out}: {len(train) + len(more)} clips (+{len(more)}: {counts})")
 
 
 if __name__ == "__main__":

@@ -91,7 +91,28 @@ def tiny_st_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("st")
     bert_dir = root / "bert"
     bert_dir.mkdir()
-    words = ["the", "a", "cat", "dog", "sleeps", "runs", "on", "sofa", "house", "le", "chat", "chien", "dort", "maison", "sur", "der", "die", "hund", "katze", "schläft"]
+    words = [
+        "the",
+        "a",
+        "cat",
+        "dog",
+        "sleeps",
+        "runs",
+        "on",
+        "sofa",
+        "house",
+        "le",
+        "chat",
+        "chien",
+        "dort",
+        "maison",
+        "sur",
+        "der",
+        "die",
+        "hund",
+        "katze",
+        "schläft",
+    ]
     vocab = [
         "[PAD]",
         "[UNK]",
@@ -123,6 +144,49 @@ def tiny_st_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = root / "st-model"
     model.save(str(out))
     return out
+
+
+def build_spread_teacher(tiny_st_dir: Path, root: Path) -> Path:
+    """A teacher whose sentences are far apart, built from the tiny fixture's BERT folder.
+
+    The ``tiny_st_dir`` fixture (CLS + tanh over a random BERT) gives every sentence nearly the same vector
+    (cosines > 0.9999), and with transformers 5 its tokenizer maps every word to [UNK]. This one loads the
+    vocabulary properly, makes word embeddings dominate positions, and uses mean pooling + a linear Dense.
+    """
+    import shutil
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import BertTokenizerFast
+
+    try:
+        from sentence_transformers.sentence_transformer import modules as models
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers import models
+
+    torch.manual_seed(0)
+    bert = root / "bert"
+    shutil.copytree(tiny_st_dir.parent / "bert", bert)
+    vocab = str(bert / "vocab.txt")
+    tok = BertTokenizerFast(vocab=vocab)  # transformers 5 ignores vocab_file=
+    if len(tok) <= 5:  # transformers 4
+        tok = BertTokenizerFast(vocab_file=vocab)
+    tok.save_pretrained(bert)
+    word = models.Transformer(str(bert), max_seq_length=32)
+    assert "[UNK]" not in word.tokenizer.tokenize("the cat sleeps")
+    word.auto_model.embeddings.word_embeddings.weight.data.normal_(0.0, 1.0)  # BERT init (0.02) is too small
+    dense = models.Dense(32, 16, activation_function=torch.nn.Identity())
+    model = SentenceTransformer(
+        modules=[word, models.Pooling(32, pooling_mode="mean"), dense, models.Normalize()], device="cpu"
+    )
+    out = root / "st-spread"
+    model.save(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def spread_st_dir(tiny_st_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_spread_teacher(tiny_st_dir, tmp_path_factory.mktemp("spread"))
 
 
 @pytest.fixture()

@@ -141,13 +141,6 @@ def test_transcribe_espeak_english_french_and_detected(transcriber, tmp_path: Pa
 
 
 # -- miner eval retrieval --baseline asr ----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def spread_st_dir(tiny_st_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.test_train_loop import build_spread_teacher
-
-    return build_spread_teacher(tiny_st_dir, tmp_path_factory.mktemp("spread"))
-
-
 @needs_whisper
 @needs_espeak
 @pytest.mark.demo

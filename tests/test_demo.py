@@ -15,11 +15,18 @@ from miner.export import Pair, write_pairs_tsv
 
 def test_score_pairs_counts_correct_translations(tmp_path: Path) -> None:
     clips = tmp_path / "clips.tsv"
-    clips.write_text("audio\tlang\ttext\ttranslation\nclips/a.flac\tfr\tbonjour\thello\nclips/b.flac\tde\tja\tyes\n")
+    clips.write_text(
+        "audio\tlang\ttext\ttranslation\nclips/a.flac\tfr\tbonjour\thello\nclips/b.flac\tde\tja\tyes\n"
+    )
     truth = read_truth(clips)
     assert truth == {"a.flac": "hello", "b.flac": "yes"}
-    write_pairs_tsv(tmp_path / "pairs.tsv", [Pair(1.3, "/x/a.flac", 0, 1, "hello", "1", "speech->text"),
-                                              Pair(1.1, "/x/b.flac", 0, 1, "no", "2", "speech->text")])
+    write_pairs_tsv(
+        tmp_path / "pairs.tsv",
+        [
+            Pair(1.3, "/x/a.flac", 0, 1, "hello", "1", "speech->text"),
+            Pair(1.1, "/x/b.flac", 0, 1, "no", "2", "speech->text"),
+        ],
+    )
     assert score_pairs(tmp_path / "pairs.tsv", truth) == (2, 1)
 
 

