@@ -43,7 +43,8 @@ def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug lo
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,  # rebind to the current stderr on every invocation (tests invoke the app many times)
     )
-    if not verbose:  # third-party chatter: faiss prints its CPU-feature probing at INFO (and sets its own level)
+    # Third-party chatter: faiss prints its CPU-feature probing at INFO (and sets its own level).
+    if not verbose:
         for handler in logging.getLogger().handlers:
             handler.addFilter(_quiet_third_party)
 

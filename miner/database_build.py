@@ -93,6 +93,25 @@ def resolve_factory(factory: str, n: int, dim: int) -> str:
     return choice.factory
 
 
+def check_build_inputs(
+    name: str, inputs: list[Path], root: str | os.PathLike[str] | None = None, *, append: bool = False
+) -> Path:
+    """Refuse a build before any work: no corpus, a missing corpus file, or (unless ``append``) a complete
+    database of that name. Returns the database folder."""
+    folder = database_folder(name, root)
+    if not inputs:
+        raise ValueError("no input corpus given: pass --input FILE")
+    for p in inputs:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"corpus file {p} not found")
+    if not append and (folder / "manifest.json").exists() and Manifest.load(folder).complete:
+        raise FileExistsError(
+            f"database {name!r} already exists at {folder}; use `miner index add` to append or choose "
+            "another name"
+        )
+    return folder
+
+
 def build_text_database(
     name: str,
     inputs: list[Path],
@@ -131,12 +150,7 @@ def build_text_database(
     Returns:
         A :class:`BuildReport`. Exact duplicate sentences are stored once (LASER-style) and counted.
     """
-    folder = database_folder(name, root)
-    if not inputs:
-        raise ValueError("no input corpus given: pass --input FILE")
-    for p in inputs:
-        if not Path(p).is_file():
-            raise FileNotFoundError(f"corpus file {p} not found")
+    folder = check_build_inputs(name, inputs, root, append=append)
     matrix: Any = None  # an (n, dim) array-like: np.ndarray, memory map or BlockMatrix
     if embeddings is not None:
         if not space_id:
@@ -180,11 +194,6 @@ def build_text_database(
         have = Manifest.load(folder)
         if append and have.complete:
             base_dups = have.inputs - have.ntotal
-        if have.complete and not append:
-            raise FileExistsError(
-                f"database {name!r} already exists at {folder}; use `miner index add` to append "
-                "or choose another name"
-            )
         writer_kwargs.update(
             factory=have.factory,
             created=have.created,

