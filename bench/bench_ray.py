@@ -32,13 +32,9 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from miner.distributed import (  # noqa: E402
-    RayOptions,
-    TextBlockWorker,
-    prepare_text_blocks,
-    ray_session,
-    run_blocks,
-)
+from miner.distributed import RayOptions, ray_session, run_blocks  # noqa: E402
+from miner.distributed.blocks import prepare_text_blocks  # noqa: E402
+from miner.distributed.workers import TextBlockWorker  # noqa: E402
 from miner.stages import TextEmbedStage  # noqa: E402
 
 VOCABULARY = (
