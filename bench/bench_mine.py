@@ -1,11 +1,14 @@
 """Time the margin step (forward kNN, backward kNN of candidate targets, scoring, one-to-one) at scale.
 
     python bench/bench_mine.py --db 1600000 --sources 10000,30000,100000 [--dim 768] [--nlist 4096]
+        [--backward-index flat,ivf]
 
 Synthetic normalised vectors; the database is an IVF-Flat ShardedIndex-like search (faiss IVF, nprobe fixed)
 because exact search over 1.6M is what a real run avoids; backward neighbourhoods are computed only for the
 targets that appear among the sources' candidates (``backward_targets="candidates"``). Prints per-stage times
-and how they grow with the number of sources.
+(the INFO line of ``mine_embeddings``) and how they grow with the number of sources. With several
+``--backward-index`` values the same sources are mined with each, and the pairs are compared with the first
+(flat: exact backward kNN).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def main() -> None:
     ap.add_argument("--nprobe", type=int, default=16)
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--backward-index", default="flat", help="comma list of auto | flat | ivf")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     rng = np.random.default_rng(args.seed)
@@ -56,20 +60,27 @@ def main() -> None:
 
     print(f"machine: {platform.processor() or platform.machine()}, {faiss.omp_get_max_threads()} threads, "
           f"{time.strftime('%Y-%m-%d')}")
-    print("| sources | forward+backward+margin (s) | pairs | seconds per 1k sources | peak RSS (GB) |")
-    print("|---|---|---|---|---|")
+    print("| sources | backward index | forward+backward+margin (s) | pairs | same pairs as the first | "
+          "seconds per 1k sources | peak RSS (GB) |")
+    print("|---|---|---|---|---|---|---|")
     for n in [int(s) for s in args.sources.split(",")]:
         # Half the sources are noisy copies of database rows (true pairs), half are fresh points.
         idx = rng.choice(args.db, n // 2, replace=False)
         x = np.concatenate([y[idx] + 0.3 * rng.standard_normal((n // 2, d)).astype(np.float32) / np.sqrt(d),
                             centres[rng.integers(0, 2000, n - n // 2)]
                             + 0.7 * rng.standard_normal((n - n // 2, d)).astype(np.float32)])
-        t = time.perf_counter()
-        pairs = mine_embeddings(x, y, k=args.k, search_fn=search, backward_targets="candidates", threshold=1.0)
-        dt = time.perf_counter() - t
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-        print(f"| {n} | {dt:.1f} | {len(pairs)} | {1000 * dt / n:.2f} | {rss:.1f} |", flush=True)
-
+        first: set[tuple[int, int]] | None = None
+        for backward_index in args.backward_index.split(","):
+            t = time.perf_counter()
+            pairs = mine_embeddings(x, y, k=args.k, search_fn=search, backward_targets="candidates",
+                                    threshold=1.0, backward_index=backward_index)
+            dt = time.perf_counter() - t
+            got = {(s, t) for _, s, t in pairs}
+            first = got if first is None else first
+            same = len(got & first) / max(len(first), 1)
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+            print(f"| {n} | {backward_index} | {dt:.1f} | {len(pairs)} | {same:.4f} | {1000 * dt / n:.2f} | "
+                  f"{rss:.1f} |", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -31,7 +31,8 @@ only where a mode uses it:
   missed pair can no longer block a later one in the greedy pass.
 
 :func:`mine_embeddings` does the whole job on two matrices, exactly like LASER for small inputs; with a
-``search_fn`` (e.g. a sharded index) it reads ``y`` only at the rows whose backward kNN it needs.
+``search_fn`` (e.g. a sharded index) it reads ``y`` only at the rows whose backward kNN it needs. Past 50,000
+sources its backward kNN searches an IVF index over the sources (:mod:`miner.knn`).
 """
 
 from __future__ import annotations
@@ -39,13 +40,13 @@ from __future__ import annotations
 import bisect
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
 import numpy as np
 
+from miner.knn import BACKWARD_INDEXES, SearchFn, check_k, knn, source_index
 from miner.margin import Margin, knn_mean, margin_scores, parse_choice, parse_margin
 
 __all__ = [
@@ -60,9 +61,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
-"""``search_fn(queries (q, d) float32, k) -> (D (q, k) float32, I (q, k) int64)``: best first, global ids."""
 
 Pair = tuple[float, int, int]
 Triple = tuple[np.ndarray, np.ndarray, np.ndarray]  # (scores, source rows, target rows) of candidate pairs
@@ -85,75 +83,6 @@ def parse_mode(value: str | Mode) -> Mode:
         ValueError: unknown name; the message lists the choices.
     """
     return parse_choice(Mode, value, "mode")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# kNN
-
-
-def knn(
-    x: np.ndarray, y: np.ndarray | None = None, k: int = 4, *, search_fn: SearchFn | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product k nearest neighbours of each row of ``x`` among the rows of ``y``.
-
-    Args:
-        x: (n, d) float32 queries, L2-normalised by the caller (so inner product = cosine).
-        y: (m, d) float32 database, normalised likewise; searched with ``faiss.IndexFlatIP``.
-        k: neighbours wanted; k' = min(k, m) come back, as in LASER.
-        search_fn: instead of ``y``, a search over a database held elsewhere (e.g. a ShardedIndex whose
-            results are merged over all shards with global ids). Trailing columns that are -1 for every query
-            (a database smaller than k) are dropped.
-
-    Returns:
-        D (n, k') float32 similarities, best first, and I (n, k') int64 row ids.
-
-    Raises:
-        ValueError: ``k`` < 1, both or neither of ``y`` / ``search_fn``, mismatched dims, or a ``search_fn``
-            result with the wrong shape or with missing neighbours (-1) in some rows only.
-    """
-    _check_k(k)
-    k = int(k)  # faiss wants a Python int, not a numpy integer
-    if (y is None) == (search_fn is None):
-        raise ValueError("knn needs exactly one of y (a matrix) and search_fn (a search over a database)")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"queries must be a 2-D (n, d) array, got shape {x.shape}")
-    if search_fn is not None:
-        return _checked_search(search_fn, x, k)
-    import faiss  # local: importing miner.mine stays cheap
-
-    y = np.ascontiguousarray(y, dtype=np.float32)
-    if y.ndim != 2 or y.shape[1] != x.shape[1]:
-        raise ValueError(f"database must be (m, {x.shape[1]}) like the queries, got shape {y.shape}")
-    kk = min(k, y.shape[0])
-    if kk == 0 or x.shape[0] == 0:
-        return np.zeros((x.shape[0], kk), np.float32), np.zeros((x.shape[0], kk), np.int64)
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(y)
-    sims, ids = index.search(x, kk)
-    return sims.astype(np.float32, copy=False), ids.astype(np.int64, copy=False)
-
-
-def _checked_search(search_fn: SearchFn, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    sims, ids = search_fn(x, k)
-    sims = np.asarray(sims, dtype=np.float32)
-    ids = np.asarray(ids, dtype=np.int64)
-    if sims.shape != ids.shape or sims.ndim != 2 or sims.shape[0] != x.shape[0] or sims.shape[1] > k:
-        raise ValueError(
-            f"search_fn must return D and I of shape ({x.shape[0]}, <= {k}), got {sims.shape} and {ids.shape}"
-        )
-    valid_cols = np.asarray((ids >= 0).any(axis=0))
-    keep = int(valid_cols.sum())
-    if not valid_cols[:keep].all():
-        raise ValueError("search_fn returned -1 ids before valid ones: results must be sorted best first")
-    sims, ids = sims[:, :keep], ids[:, :keep]
-    if (ids < 0).any():
-        bad = np.flatnonzero((ids < 0).any(axis=1))[:5].tolist()
-        raise ValueError(
-            f"search_fn found fewer than {keep} neighbours for query rows {bad}: an exact search must return "
-            "min(k, database size) neighbours for every query"
-        )
-    return sims, ids
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -446,6 +375,7 @@ def mine_embeddings(
     source_groups: np.ndarray | None = None,
     source_spans: np.ndarray | None = None,
     batch_size: int = 65536,
+    backward_index: str = "auto",
 ) -> list[Pair]:
     """Mine pairs between source embeddings ``x`` and target embeddings ``y``.
 
@@ -466,6 +396,9 @@ def mine_embeddings(
         source_spans: (n, 2) float (start, end) seconds per source; accepted sources of one group never
             overlap.
         batch_size: target rows per backward search batch.
+        backward_index: the index over ``x`` that backward kNN searches: ``flat`` (exact), ``ivf``
+            (approximate, for very many sources) or ``auto`` (flat up to 50,000 sources); see
+            :func:`miner.knn.source_index`.
 
     Returns:
         (score, source_row, target_row) tuples, score descending, ties by source row then target row.
@@ -475,7 +408,7 @@ def mine_embeddings(
             all-zero rows (which have no direction).
     """
     start = time.perf_counter()
-    _check_k(k)
+    check_k(k)
     k = int(k)
     m = parse_margin(margin)
     md = parse_mode(mode)
@@ -484,6 +417,8 @@ def mine_embeddings(
         raise ValueError(f"backward_targets must be None, 'candidates' or 'all', got {backward_targets!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if backward_index not in BACKWARD_INDEXES:
+        raise ValueError(f"backward_index {backward_index!r}: use one of {', '.join(BACKWARD_INDEXES)}")
     x = _normalised(x, "x")
     if getattr(y, "ndim", None) != 2 or y.shape[1] != x.shape[1]:
         raise ValueError(
@@ -503,7 +438,9 @@ def mine_embeddings(
     t_fwd = time.perf_counter()
     scope = backward_targets or ("candidates" if md in (Mode.FWD, Mode.INTERSECT) else "all")
     ids = candidate_targets(fwd_nbrs) if scope == "candidates" else np.arange(n_targets, dtype=np.int64)
-    backward = _backward_knn(x, y, ids, k, batch_size, normalise=search_fn is not None)
+    backward = _backward_knn(
+        x, y, ids, k, batch_size, normalise=search_fn is not None, backward_index=backward_index
+    )
     t_bwd = time.perf_counter()
     pairs = mine_from_neighbours(
         fwd_sims,
@@ -523,14 +460,19 @@ def mine_embeddings(
 
 
 def _backward_knn(
-    x: np.ndarray, y: np.ndarray, ids: np.ndarray, k: int, batch_size: int, *, normalise: bool
+    x: np.ndarray,
+    y: np.ndarray,
+    ids: np.ndarray,
+    k: int,
+    batch_size: int,
+    *,
+    normalise: bool,
+    backward_index: str = "auto",
 ) -> Backward:
-    """Backward kNN of target rows ``ids`` against all sources, in batches (one flat index over x)."""
-    import faiss
-
+    """Backward kNN of target rows ``ids`` against all sources, in batches (one index over x, see
+    :func:`miner.knn.source_index`)."""
     kk = min(k, x.shape[0])
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
+    index = source_index(x, backward_index)
     sims = np.empty((len(ids), kk), np.float32)
     nbrs = np.empty((len(ids), kk), np.int64)
     for lo in range(0, len(ids), batch_size):
@@ -543,11 +485,6 @@ def _backward_knn(
 
 # ----------------------------------------------------------------------------------------------------------
 # Validation helpers
-
-
-def _check_k(k: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
 
 
 def _check_threshold(threshold: float) -> float:

@@ -54,6 +54,7 @@ class MineOptions:
     max_audio_seconds: float | None = None
     batch_size: int = 8
     backward: str = "auto"  # auto | candidates | all
+    backward_index: str = "auto"  # auto | flat | ivf (miner.knn.source_index)
     lang: str | None = None
 
 
@@ -263,6 +264,7 @@ def run_mine(
             backward_targets=backward,  # type: ignore[arg-type]
             source_groups=groups,
             source_spans=spans,
+            backward_index=opts.backward_index,
         )
         if len(segments)
         else []

@@ -34,6 +34,9 @@ def mine_command(
     backward: str = typer.Option(
         "auto", help="auto | candidates | all: targets whose backward kNN is computed."
     ),
+    backward_index: str = typer.Option(
+        "auto", help="auto | flat | ivf: index over the segments for backward kNN (auto: IVF past 50,000)."
+    ),
     batch_size: int = typer.Option(8, min=1, help="Clips per speech-encoder forward pass."),
     home: Path | None = typer.Option(None, help="Data root (default $MINER_HOME or ./data)."),
     engine: str = typer.Option("local", help="local (in this process) | ray (Ray Data actor pools)."),
@@ -49,6 +52,7 @@ def mine_command(
     from miner.distributed import check_engine
     from miner.encoders.samu import load_speech_encoder
     from miner.encoders.text import load_text_encoder_for
+    from miner.knn import BACKWARD_INDEXES
     from miner.margin import parse_margin
     from miner.mine import parse_mode
     from miner.mine_job import MineOptions, database_target, run_mine, text_file_target
@@ -61,6 +65,8 @@ def mine_command(
         raise typer.BadParameter(f"--segment {segment!r}: use file or vad")
     if backward not in ("auto", "candidates", "all"):
         raise typer.BadParameter(f"--backward {backward!r}: use auto, candidates or all")
+    if backward_index not in BACKWARD_INDEXES:
+        raise typer.BadParameter(f"--backward-index {backward_index!r}: use {', '.join(BACKWARD_INDEXES)}")
     opts = MineOptions(
         k=k,
         margin=margin,
@@ -72,6 +78,7 @@ def mine_command(
         max_pause_seconds=max_pause_seconds,
         lang=lang,
         backward=backward,
+        backward_index=backward_index,
         batch_size=batch_size,
     )
     encoder = load_speech_encoder(model)

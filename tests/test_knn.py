@@ -1,0 +1,67 @@
+"""The index that backward kNN searches: exact (flat) below the size threshold, IVF above it or on request."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from miner.knn import EXACT_SOURCES_MAX, source_index
+from miner.mine import mine_embeddings
+
+
+def clustered(n: int, d: int, seed: int, centres: np.ndarray) -> np.ndarray:
+    """(n, d) float32 unit rows scattered around ``centres`` (like real embeddings: clustered, not uniform)."""
+    rng = np.random.default_rng(seed)
+    a = centres[rng.integers(0, len(centres), n)] + 0.6 * rng.standard_normal((n, d)).astype(np.float32)
+    return (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    """8,000 sources and 6,000 targets, half of them noisy copies of sources (the true pairs)."""
+    d = 32
+    centres = np.random.default_rng(0).standard_normal((200, d)).astype(np.float32)
+    x = clustered(8000, d, 1, centres)
+    noise = 0.03 * np.random.default_rng(2).standard_normal((3000, d)).astype(np.float32)
+    copies = x[:3000] + noise
+    y = np.concatenate([copies / np.linalg.norm(copies, axis=1, keepdims=True), clustered(3000, d, 3, centres)])
+    return x, y.astype(np.float32)
+
+
+def test_auto_is_exact_below_the_threshold_and_ivf_on_request(data: tuple[np.ndarray, np.ndarray]) -> None:
+    import faiss
+
+    x, _ = data
+    assert len(x) <= EXACT_SOURCES_MAX
+    assert isinstance(source_index(x, "auto"), faiss.IndexFlatIP)
+    assert isinstance(source_index(x, "flat"), faiss.IndexFlatIP)
+    ivf = source_index(x, "ivf")
+    assert isinstance(ivf, faiss.IndexIVFFlat) and ivf.ntotal == len(x)
+    assert ivf.nlist == min(int(4 * np.sqrt(len(x))), len(x) // 39) and ivf.nprobe == 32
+    assert isinstance(source_index(x[:1000], "ivf"), faiss.IndexFlatIP)  # too few rows to train 64 lists
+    with pytest.raises(ValueError, match="backward_index 'hnsw': use one of auto, flat, ivf"):
+        source_index(x, "hnsw")
+
+
+def test_ivf_neighbours_are_close_to_exact(data: tuple[np.ndarray, np.ndarray]) -> None:
+    x, y = data
+    exact_sims, exact_ids = source_index(x, "flat").search(y, 4)
+    ivf_sims, ivf_ids = source_index(x, "ivf").search(y, 4)
+    recall = np.mean([len(set(a) & set(b)) / 4 for a, b in zip(exact_ids, ivf_ids, strict=True)])
+    assert recall > 0.9, recall
+    assert (ivf_ids[:3000, 0] == np.arange(3000)).mean() > 0.99  # a copy's own source is found
+    # The margin's backward term (mean of the k similarities) moves little.
+    assert np.abs(exact_sims.mean(axis=1) - ivf_sims.mean(axis=1)).mean() < 0.01
+
+
+def test_mining_with_an_ivf_backward_index_keeps_the_true_pairs(data: tuple[np.ndarray, np.ndarray]) -> None:
+    x, y = data
+    exact = mine_embeddings(x, y, k=4, threshold=1.05, backward_index="flat")
+    approx = mine_embeddings(x, y, k=4, threshold=1.05, backward_index="ivf")
+    true_exact = {(s, t) for _, s, t in exact if s == t}
+    true_approx = {(s, t) for _, s, t in approx if s == t}
+    assert len(true_exact) > 2900  # the task is easy for exact mining
+    assert len(true_approx & true_exact) >= 0.98 * len(true_exact)
+    assert abs(len(approx) - len(exact)) <= 0.02 * len(exact)
+    with pytest.raises(ValueError, match="backward_index 'exact'"):
+        mine_embeddings(x, y, backward_index="exact")
