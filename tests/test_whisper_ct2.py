@@ -25,6 +25,7 @@ ctranslate2 = pytest.importorskip(
 from ctranslate2.converters.transformers import WhisperLoader  # noqa: E402
 
 from miner.encoders import whisper_ct2 as wc  # noqa: E402
+from miner.encoders.ct2_format import read_ct2_model  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def _fp16(t: torch.Tensor) -> np.ndarray:
 
 def test_read_ct2_model_parses_ctranslate2_writer(tiny: tuple[Path, WhisperForConditionalGeneration]) -> None:
     ct2_dir, model = tiny
-    tensors, info = wc.read_ct2_model(ct2_dir / "model.bin")
+    tensors, info = read_ct2_model(ct2_dir / "model.bin")
     assert (info["binary_version"], info["spec"], info["revision"]) == (6, "WhisperSpec", 3)
     enc = model.model.encoder
     w = tensors["encoder/conv1/weight"]
@@ -109,15 +110,15 @@ def test_read_ct2_model_rejects_truncated_and_unknown_version(
     data = (tiny[0] / "model.bin").read_bytes()
     (tmp_path / "cut.bin").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="truncated"):
-        wc.read_ct2_model(tmp_path / "cut.bin")
+        read_ct2_model(tmp_path / "cut.bin")
     (tmp_path / "v9.bin").write_bytes((9).to_bytes(4, "little") + data[4:])
     with pytest.raises(ValueError, match="binary version 9"):
-        wc.read_ct2_model(tmp_path / "v9.bin")
+        read_ct2_model(tmp_path / "v9.bin")
     (tmp_path / "tail.bin").write_bytes(data + b"\0")
     with pytest.raises(ValueError, match="unexpected bytes"):
-        wc.read_ct2_model(tmp_path / "tail.bin")
+        read_ct2_model(tmp_path / "tail.bin")
     with pytest.raises(FileNotFoundError):
-        wc.read_ct2_model(tmp_path / "absent.bin")
+        read_ct2_model(tmp_path / "absent.bin")
 
 
 def test_convert_tiny_loads_strict_and_matches_weights(
@@ -196,7 +197,7 @@ def test_real_model_header_and_names(demo_root: Path) -> None:
     ct2_dir = wc.ct2_model_dir(demo_root)
     assert ct2_dir == demo_root / "models" / "whisper-base-ct2"
     assert {"model.bin", "config.json", "vocabulary.txt"} <= {p.name for p in ct2_dir.iterdir()}
-    tensors, info = wc.read_ct2_model(ct2_dir / "model.bin")
+    tensors, info = read_ct2_model(ct2_dir / "model.bin")
     assert (info["binary_version"], info["spec"]) == (6, "WhisperSpec")
     assert info["aliases"] == {"decoder/projection/weight": "decoder/embeddings/weight"}
     assert tensors["encoder/conv1/weight"].shape == (512, 80, 3)
