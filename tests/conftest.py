@@ -13,6 +13,31 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# The tiny text encoder's vocabulary (besides the special tokens): a few English, French and German words.
+TINY_WORDS = [
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "sleeps",
+    "runs",
+    "on",
+    "sofa",
+    "house",
+    "le",
+    "chat",
+    "chien",
+    "dort",
+    "maison",
+    "sur",
+    "der",
+    "die",
+    "hund",
+    "katze",
+    "schläft",
+]
+
+
 def _torch_threads() -> None:
     import torch
 
@@ -91,28 +116,7 @@ def tiny_st_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("st")
     bert_dir = root / "bert"
     bert_dir.mkdir()
-    words = [
-        "the",
-        "a",
-        "cat",
-        "dog",
-        "sleeps",
-        "runs",
-        "on",
-        "sofa",
-        "house",
-        "le",
-        "chat",
-        "chien",
-        "dort",
-        "maison",
-        "sur",
-        "der",
-        "die",
-        "hund",
-        "katze",
-        "schläft",
-    ]
+    words = TINY_WORDS
     vocab = [
         "[PAD]",
         "[UNK]",

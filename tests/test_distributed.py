@@ -31,33 +31,13 @@ from miner.distributed import RayOptions, ray_build_text_database, ray_run_mine 
 from miner.encoders.samu import SpeechEncoder  # noqa: E402
 from miner.encoders.text import load_text_encoder  # noqa: E402
 from miner.mine_job import MineOptions, database_target, run_mine  # noqa: E402
-from tests.conftest import make_clip  # noqa: E402
+from tests.conftest import TINY_WORDS, make_clip  # noqa: E402
 
 pytestmark = pytest.mark.slow
 TEST_TIMEOUT_S = 600  # each test takes 10-100 s on 2 busy cores; a Ray hang fails here instead of stalling CI
 
 runner = CliRunner()
-WORDS = [
-    "the",
-    "a",
-    "cat",
-    "dog",
-    "sleeps",
-    "runs",
-    "on",
-    "sofa",
-    "house",
-    "le",
-    "chat",
-    "chien",
-    "dort",
-    "maison",
-    "sur",
-    "der",
-    "die",
-    "hund",
-    "katze",
-]
+WORDS = TINY_WORDS
 
 
 @pytest.fixture(scope="module")
