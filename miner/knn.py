@@ -5,8 +5,10 @@ Backward kNN (each candidate target's k nearest sources) costs targets x sources
 candidate targets grow with the sources (about 3-4 per source at k = 4), so the step is quadratic in the
 number of sources: on 2 CPU threads it overtakes the forward search near 100k sources (docs/benchmarks.md).
 Past :data:`EXACT_SOURCES_MAX` sources the backward index is an inverted file (IVF, ~4 sqrt(n) lists, nprobe
-:data:`BACKWARD_NPROBE`) instead, as LASER and stopes do for large mining runs; ``backward_index="flat"``
-keeps it exact at any size.
+:data:`BACKWARD_NPROBE`) instead, as large-scale miners such as stopes search approximate indexes in both
+directions; ``backward_index="flat"`` keeps it exact at any size. The gain is smaller than the count of
+distances suggests: faiss scans IVF lists query by query, while a flat search is one BLAS matrix product
+(measured: docs/benchmarks.md, "Margin step at scale").
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 BACKWARD_INDEXES = ("auto", "flat", "ivf")
 EXACT_SOURCES_MAX = 50_000  # auto: flat (exact) up to here, IVF beyond
-BACKWARD_NPROBE = 32
+BACKWARD_NPROBE = 16
 _MIN_POINTS_PER_LIST = 39  # faiss warns below this many training points per centroid
 
 

@@ -2,7 +2,7 @@
 
 - ``model/``: the SAMU head only (config.json + head.safetensors, backbone ``offline:whisper-base``), with the
   mining threshold calibrated here (BUCC style, best F1) on dev clips mined against the demo corpus;
-- ``clips/`` + ``clips.tsv``: a few held-out (test split) FLAC clips per language;
+- ``clips/`` + ``clips.tsv``: a few held-out (test split) FLAC clips per language, each of another meaning;
 - ``en_corpus.txt``: English sentences holding the clips' translations among held-out distractors.
 """
 
@@ -44,14 +44,24 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     rng = random.Random(args.seed)
 
+    # One clip per English sentence: max mode pairs each sentence with one clip, so clips sharing a meaning
+    # (the test split speaks each meaning in up to 9 languages) would cap recall below 1 by construction.
     queries = read_tsv(args.data / "queries_x_en.tsv")
     by_lang: dict[str, list[dict[str, str]]] = {}
     for r in queries:
         by_lang.setdefault(r["lang"], []).append(r)
-    demo = [r for lang in args.langs.split(",") for r in by_lang.get(lang, [])[: args.clips_per_lang]]
+    demo: list[dict[str, str]] = []
+    used: set[str] = set()
+    for lang in args.langs.split(","):
+        fresh = [r for r in by_lang.get(lang, []) if r["translation"] not in used][: args.clips_per_lang]
+        demo += fresh
+        used.update(r["translation"] for r in fresh)
     dev = read_tsv(args.data / "dev.tsv")
     rng.shuffle(dev)
-    dev = dev[: args.dev_clips]
+    first_per_sentence: dict[str, dict[str, str]] = {}
+    for r in dev:
+        first_per_sentence.setdefault(r["translation"], r)
+    dev = list(first_per_sentence.values())[: args.dev_clips]
 
     # Corpus: the demo and dev clips' translations, then held-out distractors from the evaluation database.
     must = list(dict.fromkeys([r["translation"] for r in demo] + [r["translation"] for r in dev]))

@@ -36,6 +36,8 @@ def test_shipped_assets_are_consistent() -> None:
     assert len(truth) >= 24 and len(corpus) >= 3000
     assert all((DEMO_ASSETS / "clips" / name).is_file() for name in truth)
     assert all(t in corpus for t in truth.values())  # every clip's translation is in the database
+    # One clip per sentence: one-to-one (max mode) mining could not pair two clips with one sentence.
+    assert len(set(truth.values())) == len(truth)
     head = DEMO_ASSETS / "model" / "head.safetensors"
     assert head.is_file() and head.stat().st_size < 20 * 2**20
 

@@ -37,7 +37,7 @@ def test_auto_is_exact_below_the_threshold_and_ivf_on_request(data: tuple[np.nda
     assert isinstance(source_index(x, "flat"), faiss.IndexFlatIP)
     ivf = source_index(x, "ivf")
     assert isinstance(ivf, faiss.IndexIVFFlat) and ivf.ntotal == len(x)
-    assert ivf.nlist == min(int(4 * np.sqrt(len(x))), len(x) // 39) and ivf.nprobe == 32
+    assert ivf.nlist == min(int(4 * np.sqrt(len(x))), len(x) // 39) and ivf.nprobe == 16
     assert isinstance(source_index(x[:1000], "ivf"), faiss.IndexFlatIP)  # too few rows to train 64 lists
     with pytest.raises(ValueError, match="backward_index 'hnsw': use one of auto, flat, ivf"):
         source_index(x, "hnsw")

@@ -131,3 +131,14 @@ def test_demo_recipe_stages_chain_and_load(tmp_path: Path) -> None:
             path, [f"init_from={fake_model}"] if "init_from" in tomllib.loads(path.read_text()) else []
         )
         assert cfg.adapter is not None and cfg.cache_features and cfg.center_targets
+
+
+def test_model_cards_show_paths_relative_to_the_working_directory(tmp_path: Path, monkeypatch) -> None:
+    """A config file resolves its paths to absolute ones; the card must not print this machine's layout."""
+    from miner.train.card import shown_path
+
+    monkeypatch.chdir(tmp_path)
+    assert shown_path(tmp_path / "scripts" / ".." / "runs" / "demo" / "final") == "runs/demo/final"
+    assert shown_path("work/train.tsv") == "work/train.tsv"
+    outside = tmp_path.parent / "elsewhere" / ".." / "data.tsv"
+    assert shown_path(outside) == str(tmp_path.parent / "data.tsv")

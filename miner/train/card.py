@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from miner.train.config import TrainConfig
@@ -59,11 +61,15 @@ def model_card(
     if cfg.translation_weight:
         loss += f"; T3: + {cfg.translation_weight:g} x the same against teacher(English source of t)"
     start = (
-        f"weights of `{cfg.init_from}` (warm start; earlier stages are in its own card)"
+        f"weights of `{shown_path(cfg.init_from)}` (warm start; earlier stages are in its own card)"
         if cfg.init_from is not None
         else "a fresh head"
     )
-    config_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in cfg.to_dict().items() if v is not None)
+    settings = {
+        k: shown_path(getattr(cfg, k)) if isinstance(getattr(cfg, k), Path) else v
+        for k, v in cfg.to_dict().items()
+    }
+    config_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in settings.items() if v is not None)
     return f"""# SAMU speech encoder ({model.config.backbone_type} backbone)
 
 Distilled from the frozen text encoder **{cfg.teacher}** (paper: Khurana et al. 2022, SAMU-XLSR, section II-D).
@@ -81,7 +87,7 @@ Distilled from the frozen text encoder **{cfg.teacher}** (paper: Khurana et al. 
 
 ## Training data
 
-Manifest `{cfg.train_manifest}`: {len(train_utts)} utterances, {hours:.3f} h.
+Manifest `{shown_path(cfg.train_manifest)}`: {len(train_utts)} utterances, {hours:.3f} h.
 Language re-balancing alpha = {cfg.alpha:g} (Eq. 3).
 
 | lang | utterances | hours | sampling prob. |
@@ -94,3 +100,13 @@ Language re-balancing alpha = {cfg.alpha:g} (Eq. 3).
 {config_lines}
 ```
 """
+
+
+def shown_path(path: str | os.PathLike[str] | None) -> str:
+    """``path`` as a card shows it: relative to the current directory when inside it (a config file resolves
+    its paths to absolute ones, which would leak this machine's layout), else normalised."""
+    if path is None:
+        return ""
+    normal = os.path.normpath(os.path.abspath(path))
+    relative = os.path.relpath(normal)
+    return normal if relative.startswith("..") else relative
