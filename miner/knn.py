@@ -127,17 +127,17 @@ def source_index(
     nlist = min(max(int(4 * math.sqrt(n)), 64), n // _MIN_POINTS_PER_LIST)
     use_ivf = backward_index == "ivf" or (backward_index == "auto" and n > EXACT_SOURCES_MAX)
     if not use_ivf or nlist < 64:
-        index = faiss.IndexFlatIP(d)
-        index.add(x)
-        return index
+        flat = faiss.IndexFlatIP(d)
+        flat.add(x)
+        return flat
     quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-    index.cp.seed = seed
+    ivf = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.cp.seed = seed
     sample = x
     if n > 256 * nlist:
         rows = np.random.default_rng(seed).choice(n, 256 * nlist, replace=False)
         sample = x[np.sort(rows)]
-    index.train(sample)
-    index.add(x)
-    index.nprobe = min(nprobe, nlist)
-    return index
+    ivf.train(sample)
+    ivf.add(x)
+    ivf.nprobe = min(nprobe, nlist)
+    return ivf
