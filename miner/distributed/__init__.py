@@ -20,9 +20,9 @@ written last, so a retried block overwrites its own files and is never counted t
 whose process dies. Each actor signs in to a roster that the driver holds for the stage; the driver kills
 them all when the stage ends, failed or not (after an error Ray Data alone can leave them alive, idle and
 holding their CPUs). A pool that cannot start within ``RayOptions.start_timeout`` fails instead of waiting
-forever. Outputs equal the local engine's whenever the encoder maps a text or clip to the same vector
-whatever batch it sits in (true of the CPU encoders tested; GPU kernels can differ in the last bits between
-batch shapes, in either engine).
+forever. Outputs equal the local engine's (same ids, order, store and pairs) with vectors equal up to the last
+bits: an encoder's float sums depend on the shape of the batch a text sits in (padding length, kernel choice,
+on CPU as on GPU), and Ray's blocks batch differently from the local run.
 
 Multi-node clusters: the work folders, the corpus, the audio and the models must be on storage that every
 node sees at the same path (NFS, a shared volume); the driver passes paths, not data.
