@@ -202,6 +202,13 @@ def test_space_mismatch_and_bad_options_are_clear(setup: dict, tmp_path: Path) -
         ],
     )
     assert result.exit_code != 0 and "best" in str(result.exception)
+    base = ["mine", "--audio-dir", str(setup["audio"]), "--text-db", "other", "--out", str(tmp_path / "o")]
+    for flag, value, message in [
+        ("--backward", "some", "--backward 'some': use auto, candidates or all"),
+        ("--backward-index", "hnsw", "--backward-index 'hnsw': use auto, flat, ivf"),
+    ]:
+        result = runner.invoke(app, [*base, flag, value])  # refused before any model loads
+        assert result.exit_code != 0 and message in result.output + str(result.exception)
 
 
 def test_export_formats(setup: dict, tmp_path: Path) -> None:
