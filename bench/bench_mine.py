@@ -45,7 +45,9 @@ def main() -> None:
     y = np.empty((args.db, d), np.float32)
     for lo in range(0, args.db, 100_000):
         n = min(100_000, args.db - lo)
-        y[lo : lo + n] = centres[rng.integers(0, 2000, n)] + 0.7 * rng.standard_normal((n, d)).astype(np.float32)
+        y[lo : lo + n] = centres[rng.integers(0, 2000, n)] + 0.7 * rng.standard_normal((n, d)).astype(
+            np.float32
+        )
     faiss.normalize_L2(y)
     quant = faiss.IndexFlatIP(d)
     index = faiss.IndexIVFFlat(quant, d, args.nlist, faiss.METRIC_INNER_PRODUCT)
@@ -58,29 +60,48 @@ def main() -> None:
     def search(q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return index.search(q, k, params=params)
 
-    print(f"machine: {platform.processor() or platform.machine()}, {faiss.omp_get_max_threads()} threads, "
-          f"{time.strftime('%Y-%m-%d')}")
-    print("| sources | backward index | forward+backward+margin (s) | pairs | same pairs as the first | "
-          "seconds per 1k sources | peak RSS (GB) |")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {faiss.omp_get_max_threads()} threads, "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
+    print(
+        "| sources | backward index | forward+backward+margin (s) | pairs | same pairs as the first | "
+        "seconds per 1k sources | peak RSS (GB) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for n in [int(s) for s in args.sources.split(",")]:
         # Half the sources are noisy copies of database rows (true pairs), half are fresh points.
         idx = rng.choice(args.db, n // 2, replace=False)
-        x = np.concatenate([y[idx] + 0.3 * rng.standard_normal((n // 2, d)).astype(np.float32) / np.sqrt(d),
-                            centres[rng.integers(0, 2000, n - n // 2)]
-                            + 0.7 * rng.standard_normal((n - n // 2, d)).astype(np.float32)])
+        x = np.concatenate(
+            [
+                y[idx] + 0.3 * rng.standard_normal((n // 2, d)).astype(np.float32) / np.sqrt(d),
+                centres[rng.integers(0, 2000, n - n // 2)]
+                + 0.7 * rng.standard_normal((n - n // 2, d)).astype(np.float32),
+            ]
+        )
         first: set[tuple[int, int]] | None = None
         for backward_index in args.backward_index.split(","):
             t = time.perf_counter()
-            pairs = mine_embeddings(x, y, k=args.k, search_fn=search, backward_targets="candidates",
-                                    threshold=1.0, backward_index=backward_index)
+            pairs = mine_embeddings(
+                x,
+                y,
+                k=args.k,
+                search_fn=search,
+                backward_targets="candidates",
+                threshold=1.0,
+                backward_index=backward_index,
+            )
             dt = time.perf_counter() - t
             got = {(s, t) for _, s, t in pairs}
             first = got if first is None else first
             same = len(got & first) / max(len(first), 1)
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-            print(f"| {n} | {backward_index} | {dt:.1f} | {len(pairs)} | {same:.4f} | {1000 * dt / n:.2f} | "
-                  f"{rss:.1f} |", flush=True)
+            print(
+                f"| {n} | {backward_index} | {dt:.1f} | {len(pairs)} | {same:.4f} | {1000 * dt / n:.2f} | "
+                f"{rss:.1f} |",
+                flush=True,
+            )
+
 
 if __name__ == "__main__":
     main()

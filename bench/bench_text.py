@@ -65,13 +65,22 @@ def main() -> None:
 
         st_raw = SentenceTransformer(str(st_dir), device="cpu")
         st_ours = SentenceTransformerTextEncoder(str(st_dir), device="cpu")
-        t_raw = best_time(lambda: st_raw.encode(texts, batch_size=bs, normalize_embeddings=True), args.repeats)
+        t_raw = best_time(
+            lambda: st_raw.encode(texts, batch_size=bs, normalize_embeddings=True), args.repeats
+        )
         t_ours = best_time(lambda: st_ours.encode(texts, batch_size=bs), args.repeats)
-        rows.append((f"sentence-transformers ({st_dir.name}, {st_ours.dim}-d)", len(texts) / t_raw,
-                     len(texts) / t_ours))
+        rows.append(
+            (
+                f"sentence-transformers ({st_dir.name}, {st_ours.dim}-d)",
+                len(texts) / t_raw,
+                len(texts) / t_ours,
+            )
+        )
 
-    print(f"machine: {platform.processor() or platform.machine()}, {len(texts)} sentences, batch {bs}, "
-          f"best of {args.repeats}, {time.strftime('%Y-%m-%d')}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {len(texts)} sentences, batch {bs}, "
+        f"best of {args.repeats}, {time.strftime('%Y-%m-%d')}"
+    )
     print("| backend | raw encoder (sent/s) | ours (sent/s) | ratio ours/raw |")
     print("|---|---|---|---|")
     for name, raw_rate, our_rate in rows:

@@ -396,7 +396,9 @@ class ShardWriter:
             have.complete = False
             have.extra["append_base"] = have.inputs
             have.save(self.folder)
-            logger.info("%s: appending after %d shards (%d items)", self.folder, len(have.shards), have.inputs)
+            logger.info(
+                "%s: appending after %d shards (%d items)", self.folder, len(have.shards), have.inputs
+            )
         elif not have.complete:
             logger.info("%s: resuming after %d shards (%d items)", self.folder, len(have.shards), have.inputs)
         return have
@@ -571,7 +573,9 @@ class ShardWriter:
             del self.manifest.extra["append_base"]
             self.manifest.extra["appends"] = int(self.manifest.extra.get("appends", 0)) + 1
             if self.nlist is not None:
-                logger.info("%s: appended; nprobe %s kept from the first build", self.folder, self.manifest.nprobe)
+                logger.info(
+                    "%s: appended; nprobe %s kept from the first build", self.folder, self.manifest.nprobe
+                )
         elif self.nlist is not None:
             self.manifest.nprobe = max(1, self.nlist // 16)
             if self._queries is not None and self.manifest.ntotal:

@@ -29,8 +29,15 @@ def read_tsv(path: Path) -> list[dict[str, str]]:
 def write_tsv(path: Path, rows: list[dict[str, str]], columns: list[str]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8", newline="") as f:
-        w = csv.DictWriter(f, columns, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\", lineterminator="\n",
-                           extrasaction="ignore")
+        w = csv.DictWriter(
+            f,
+            columns,
+            delimiter="\t",
+            quoting=csv.QUOTE_NONE,
+            escapechar="\\",
+            lineterminator="\n",
+            extrasaction="ignore",
+        )
         w.writeheader()
         w.writerows(rows)
     os.replace(tmp, path)

@@ -65,7 +65,11 @@ def main() -> None:
 
     # Corpus: the demo and dev clips' translations, then held-out distractors from the evaluation database.
     must = list(dict.fromkeys([r["translation"] for r in demo] + [r["translation"] for r in dev]))
-    pool = [t for t in (args.data / "en_db.txt").read_text(encoding="utf-8").splitlines() if t and t not in set(must)]
+    pool = [
+        t
+        for t in (args.data / "en_db.txt").read_text(encoding="utf-8").splitlines()
+        if t and t not in set(must)
+    ]
     rng.shuffle(pool)
     corpus = sorted(set(must + pool[: max(0, args.corpus_size - len(must))]))
 
@@ -75,18 +79,34 @@ def main() -> None:
     x = model.encode([load_audio(args.data / r["audio"]) for r in dev], batch_size=8, progress=True)
     pairs = mine_embeddings(x, y, k=4, margin="ratio", mode="max", threshold=-1e9)
     labels = [corpus[t] == dev[s]["translation"] for _, s, t in pairs]
-    threshold, f1, precision, recall = calibrate_threshold([sc for sc, _, _ in pairs], labels, n_gold=len(dev))
-    log.info("dev calibration on %d clips: threshold %.4f, F1 %.3f (P %.3f, R %.3f)", len(dev), threshold, f1,
-             precision, recall)
+    threshold, f1, precision, recall = calibrate_threshold(
+        [sc for sc, _, _ in pairs], labels, n_gold=len(dev)
+    )
+    log.info(
+        "dev calibration on %d clips: threshold %.4f, F1 %.3f (P %.3f, R %.3f)",
+        len(dev),
+        threshold,
+        f1,
+        precision,
+        recall,
+    )
 
     out = args.out
     if out.exists():
         shutil.rmtree(out)
     (out / "clips").mkdir(parents=True)
-    model.config.extra.update({"mine_threshold": round(float(threshold), 4),
-                               "mine_threshold_dev": {"clips": len(dev), "f1": round(f1, 4),
-                                                      "precision": round(precision, 4), "recall": round(recall, 4),
-                                                      "corpus": len(corpus)}})
+    model.config.extra.update(
+        {
+            "mine_threshold": round(float(threshold), 4),
+            "mine_threshold_dev": {
+                "clips": len(dev),
+                "f1": round(f1, 4),
+                "precision": round(precision, 4),
+                "recall": round(recall, 4),
+                "corpus": len(corpus),
+            },
+        }
+    )
     model.config.backbone_source = "offline:whisper-base"
     model.save_pretrained(out / "model", include_backbone=False)
     for extra in ("MODEL_CARD.md",):
@@ -96,7 +116,9 @@ def main() -> None:
     for r in demo:
         name = Path(r["audio"]).name
         shutil.copy(args.data / r["audio"], out / "clips" / name)
-        rows.append({"audio": f"clips/{name}", "lang": r["lang"], "text": r["text"], "translation": r["translation"]})
+        rows.append(
+            {"audio": f"clips/{name}", "lang": r["lang"], "text": r["text"], "translation": r["translation"]}
+        )
     with (out / "clips.tsv").open("w", encoding="utf-8", newline="") as f:
         w = csv.DictWriter(f, ["audio", "lang", "text", "translation"], delimiter="\t", lineterminator="\n")
         w.writeheader()
@@ -106,9 +128,22 @@ def main() -> None:
         "# Demo assets\n\nWritten by `scripts/package_demo_assets.py`; see `docs/models.md` and the model card.\n"
         f"- {len(rows)} held-out espeak-ng clips ({args.clips_per_lang} per language), `clips.tsv` their truth\n"
         f"- `en_corpus.txt`: {len(corpus)} English sentences\n"
-        f"- `model/`: SAMU head on Whisper-base, threshold {threshold:.4f} (dev F1 {f1:.3f})\n", encoding="utf-8")
-    print(json.dumps({"threshold": threshold, "f1": f1, "precision": precision, "recall": recall, "clips": len(rows),
-                      "corpus": len(corpus)}, indent=1))
+        f"- `model/`: SAMU head on Whisper-base, threshold {threshold:.4f} (dev F1 {f1:.3f})\n",
+        encoding="utf-8",
+    )
+    print(
+        json.dumps(
+            {
+                "threshold": threshold,
+                "f1": f1,
+                "precision": precision,
+                "recall": recall,
+                "clips": len(rows),
+                "corpus": len(corpus),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

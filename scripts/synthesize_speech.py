@@ -364,7 +364,9 @@ def main(argv: list[str] | None = None) -> None:
         "--jobs", type=int, default=2, help="worker processes (keep <= 2 on a shared machine)"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-train-per-lang", type=int, default=0, help="cap train clips per language (0: all)")
+    parser.add_argument(
+        "--max-train-per-lang", type=int, default=0, help="cap train clips per language (0: all)"
+    )
     parser.add_argument("--benchmark", type=int, default=0, help="only time N clips in a temp folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -378,7 +380,9 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"--langs {unknown} are not columns of parallel.tsv (columns: {columns})")
     splits = [s for s in args.splits.split(",") if s]
-    groups = plan_jobs(rows, langs, splits, [s for s in args.en_splits.split(",") if s], args.max_train_per_lang)
+    groups = plan_jobs(
+        rows, langs, splits, [s for s in args.en_splits.split(",") if s], args.max_train_per_lang
+    )
     log.info("plan: %s", ", ".join(f"{s}/{lg}={len(g)}" for s, lg, g in groups))
     if args.benchmark:
         benchmark(groups, args.benchmark, args.jobs, args.seed)

@@ -24,7 +24,9 @@ def data() -> tuple[np.ndarray, np.ndarray]:
     x = clustered(8000, d, 1, centres)
     noise = 0.03 * np.random.default_rng(2).standard_normal((3000, d)).astype(np.float32)
     copies = x[:3000] + noise
-    y = np.concatenate([copies / np.linalg.norm(copies, axis=1, keepdims=True), clustered(3000, d, 3, centres)])
+    y = np.concatenate(
+        [copies / np.linalg.norm(copies, axis=1, keepdims=True), clustered(3000, d, 3, centres)]
+    )
     return x, y.astype(np.float32)
 
 
