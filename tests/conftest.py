@@ -193,6 +193,15 @@ def spread_st_dir(tiny_st_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     return build_spread_teacher(tiny_st_dir, tmp_path_factory.mktemp("spread"))
 
 
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny multilingual training corpus of :mod:`tests._train_fixtures` (16 clips + ``train.tsv``)."""
+    from tests._train_fixtures import write_tiny_corpus
+
+    _torch_threads()
+    return write_tiny_corpus(tmp_path_factory.mktemp("corpus"))
+
+
 @pytest.fixture()
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

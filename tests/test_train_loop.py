@@ -8,13 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests._train_fixtures import make_config, read_metrics, write_tiny_corpus
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)
-    return write_tiny_corpus(tmp_path_factory.mktemp("corpus"))
+from tests._train_fixtures import make_config, read_metrics
 
 
 # -- the loss ------------------------------------------------------------------------------------------------

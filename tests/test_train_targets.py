@@ -5,16 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests._train_fixtures import make_config, read_metrics, write_tiny_corpus
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)
-    return write_tiny_corpus(tmp_path_factory.mktemp("corpus"))
-
 
 # -- T3 targets and warm starts ------------------------------------------------------------------------------
 _ADAPTER = {
