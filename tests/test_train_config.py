@@ -74,6 +74,8 @@ def test_unknown_key_names_it_and_the_valid_ones(tmp_path: Path) -> None:
         ("adapter_layers=-1", "adapter_layers must be >= 0"),
         ("translation_weight=-1", "translation_weight must be >= 0"),
         ("init_from=/no/such/model", "not a SAMU model folder"),
+        ("translation_negatives=some", 'translation_negatives must be "batch" or "all"'),
+        ("translation_negatives=all", "needs translation_weight > 0 and contrastive_weight > 0"),
     ],
 )
 def test_bad_values_raise_clear_errors(override: str, message: str) -> None:

@@ -31,6 +31,27 @@ def test_distill_loss_cosine_and_infonce() -> None:
     assert float(cos) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_distill_loss_over_a_bank_is_a_softmax_over_all_bank_rows() -> None:
+    from miner.train.loop import distill_loss
+
+    torch.manual_seed(0)
+    z = torch.randn(4, 8)
+    bank = torch.nn.functional.normalize(torch.randn(10, 8), dim=-1)
+    ids = torch.tensor([3, 0, 7, 3])
+    total, cos = distill_loss(z, bank[ids], ids, contrastive_weight=0.5, temperature=0.1, bank=bank)
+    logits = torch.nn.functional.normalize(z, dim=-1) @ bank.T / 0.1
+    by_hand = -torch.log_softmax(logits, dim=-1)[torch.arange(4), ids].mean()
+    assert float(total) == pytest.approx(float(cos + 0.5 * by_hand), rel=1e-5)
+    # A bank holding exactly the batch's (distinct) targets is the in-batch loss again.
+    distinct = torch.tensor([3, 0, 7, 5])
+    t = bank[distinct]
+    in_batch, _ = distill_loss(z, t, distinct, contrastive_weight=1.0, temperature=0.1)
+    over_bank, _ = distill_loss(z, t, torch.arange(4), contrastive_weight=1.0, temperature=0.1, bank=t)
+    assert float(over_bank) == pytest.approx(float(in_batch), rel=1e-5)
+    with pytest.raises(ValueError, match="needs text_ids"):
+        distill_loss(z, t, None, contrastive_weight=1.0, bank=bank)
+
+
 # -- freeze phases -------------------------------------------------------------------------------------------
 _CNN_PREFIX = {
     "wav2vec2": ("model.feature_extractor.",),

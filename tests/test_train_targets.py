@@ -61,6 +61,52 @@ def test_t3_adds_the_english_source_as_a_second_target(
     assert "T3: + 0.5 x the same against teacher(English source of t)" in card
 
 
+def test_t3_negatives_from_every_english_source(
+    tiny_whisper_dir: Path, spread_st_dir: Path, tmp_path: Path
+) -> None:
+    """translation_negatives = "all": the bank holds each distinct English source once, and the T3 InfoNCE
+    term then differs from the in-batch one (the tiny corpus's batches hold a part of its sources)."""
+    import numpy as np
+    import torch
+
+    from miner.train.data import read_manifest
+    from miner.train.loop import train
+    from miner.train.processes import Processes
+    from miner.train.targets import build_targets
+
+    english = write_tiny_corpus(tmp_path / "english", english=True)
+    cfg = make_config(
+        english, tiny_whisper_dir, spread_st_dir, tmp_path / "t", translation_weight=1.0, **_ADAPTER
+    )
+    utts = read_manifest(english)
+    targets = build_targets(cfg, Processes(), torch.device("cpu"), utts, [])
+    sources = sorted({u.translation for u in utts})
+    assert targets.trans_bank is not None and len(targets.trans_bank) == len(sources)
+    np.testing.assert_allclose(
+        targets.trans_bank[targets.train["trans_ids"]], targets.train["trans_targets"], atol=0
+    )
+
+    def first_loss(negatives: str) -> float:
+        out = tmp_path / negatives
+        train(
+            make_config(
+                english,
+                tiny_whisper_dir,
+                spread_st_dir,
+                out,
+                translation_weight=1.0,
+                translation_negatives=negatives,
+                batch_seconds=2.0,
+                **{**_ADAPTER, "max_updates": 1},
+            )
+        )
+        return next(m["loss"] for m in read_metrics(out) if "loss" in m)
+
+    assert abs(first_loss("all") - first_loss("batch")) > 1e-4
+    card = (tmp_path / "all" / "final" / "MODEL_CARD.md").read_text()
+    assert "its InfoNCE over every distinct English source of the training set" in card
+
+
 def test_t3_without_translations_says_what_is_missing(
     corpus: Path, tiny_whisper_dir: Path, spread_st_dir: Path, tmp_path: Path
 ) -> None:

@@ -60,6 +60,8 @@ def model_card(
         loss += f" + {cfg.contrastive_weight:g} x InfoNCE (T={cfg.temperature:g})"
     if cfg.translation_weight:
         loss += f"; T3: + {cfg.translation_weight:g} x the same against teacher(English source of t)"
+        if cfg.translation_negatives == "all":
+            loss += ", its InfoNCE over every distinct English source of the training set"
     start = (
         f"weights of `{shown_path(cfg.init_from)}` (warm start; earlier stages are in its own card)"
         if cfg.init_from is not None

@@ -76,6 +76,9 @@ class TrainConfig:
         translation_weight: the paper's T3 setup when > 0: each utterance is also pulled towards the teacher
             embedding of its manifest ``translation`` (the English source), with this weight on that second
             cosine (+ InfoNCE) term; rows without a translation use their own transcript there. 0 = T1.
+        translation_negatives: the InfoNCE negatives of that T3 term: "batch" (the other targets of the
+            batch) or "all" (every distinct English source of the training manifest: a full softmax over
+            them, closer to searching a large English database; costs one (B, K) product per batch).
         init_from: a SAMU model folder (``miner train``'s ``final/`` or a checkpoint) whose weights start this
             run: a warm start with a fresh optimiser and schedule. Its head must match this config's adapter
             and its space this run's (same teacher, same centring texts). Ignored when the run resumes.
@@ -118,6 +121,7 @@ class TrainConfig:
     contrastive_weight: float = 0.0
     temperature: float = 0.05
     translation_weight: float = 0.0
+    translation_negatives: str = "batch"
     init_from: Path | None = None
     save_every: int = 1000
     log_every: int = 50
@@ -208,6 +212,18 @@ class TrainConfig:
             raise ConfigError(
                 "grad_clip, contrastive_weight and translation_weight must be >= 0 "
                 f"(got {self.grad_clip}, {self.contrastive_weight}, {self.translation_weight})"
+            )
+        if self.translation_negatives not in ("batch", "all"):
+            raise ConfigError(
+                f'translation_negatives must be "batch" or "all", got {self.translation_negatives!r}'
+            )
+        if self.translation_negatives == "all" and not (
+            self.translation_weight > 0 and self.contrastive_weight > 0
+        ):
+            raise ConfigError(
+                'translation_negatives = "all" sets the negatives of the T3 InfoNCE term: it needs '
+                f"translation_weight > 0 and contrastive_weight > 0 (got {self.translation_weight}, "
+                f"{self.contrastive_weight})"
             )
         if self.adapter_layers < 0:
             raise ConfigError(f"adapter_layers must be >= 0, got {self.adapter_layers}")

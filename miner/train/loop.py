@@ -136,6 +136,11 @@ class _Trainer:
         self.dev_targets = t.dev
         self.dev_text_ids = np.arange(len(self.dev), dtype=np.int64)
         self.dev_trans_targets, self.dev_trans_ids = t.dev_trans, t.dev_trans_ids
+        self.trans_bank = (
+            torch.from_numpy(t.trans_bank).to(self.device)
+            if self.cfg.translation_negatives == "all" and t.trans_bank is not None
+            else None
+        )
 
     def _build_model(self, resume_from: Path | None) -> None:
         from miner.encoders.samu import SpeechEncoder
@@ -396,7 +401,12 @@ class _Trainer:
                 )
                 if "trans_targets" in batch:  # T3: the English source is a second target
                     trans_loss, _ = distill_loss(
-                        z, batch["trans_targets"], batch["trans_ids"], cfg.contrastive_weight, cfg.temperature
+                        z,
+                        batch["trans_targets"],
+                        batch["trans_ids"],
+                        cfg.contrastive_weight,
+                        cfg.temperature,
+                        bank=self.trans_bank,
                     )
                     loss = loss + cfg.translation_weight * trans_loss
                 self.scaler.scale(loss / cfg.grad_accum).backward()

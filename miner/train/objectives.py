@@ -1,6 +1,6 @@
 """What the student is trained against: the distillation loss and SpecAugment-style time masking.
 
-loss = mean_i (1 - cos(z_i, teacher(t_i)))  [+ w * in-batch InfoNCE]
+loss = mean_i (1 - cos(z_i, teacher(t_i)))  [+ w * InfoNCE over in-batch targets, or over a bank of targets]
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ def distill_loss(
     text_ids: torch.Tensor | None = None,
     contrastive_weight: float = 0.0,
     temperature: float = 0.05,
+    bank: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine distance to the teacher, plus an optional in-batch InfoNCE term.
+    """Cosine distance to the teacher, plus an optional InfoNCE term.
 
     Args:
         z: student outputs float (B, D) (not normalised).
@@ -33,6 +34,9 @@ def distill_loss(
             not treated as negatives of each other.
         contrastive_weight: weight of the InfoNCE term (0: the paper's pure cosine loss).
         temperature: InfoNCE temperature.
+        bank: float (K, D) unit rows, or None. Given, the InfoNCE candidates are all K bank rows (a full
+            softmax over the training texts) instead of the batch's targets, and ``text_ids`` are row indices
+            into the bank (``bank[text_ids[i]]`` is row i's target).
 
     Returns:
         (total loss, mean cosine distance), float32 scalars.
@@ -40,7 +44,14 @@ def distill_loss(
     z = z.float()
     targets = targets.float()
     cos_loss = (1.0 - F.cosine_similarity(z, targets, dim=-1)).mean()
-    if contrastive_weight <= 0 or len(z) < 2:
+    if contrastive_weight <= 0:
+        return cos_loss, cos_loss
+    if bank is not None:
+        if text_ids is None:
+            raise ValueError("a bank of negatives needs text_ids: the bank row of each target")
+        logits = F.normalize(z, dim=-1) @ bank.float().T / temperature
+        return cos_loss + contrastive_weight * F.cross_entropy(logits, text_ids), cos_loss
+    if len(z) < 2:
         return cos_loss, cos_loss
     logits = F.normalize(z, dim=-1) @ F.normalize(targets, dim=-1).T / temperature
     if text_ids is not None:

@@ -31,6 +31,8 @@ class Targets:
         center: float32 (dim,) mean teacher vector of the training transcripts, or None (not centred).
         train: per-row arrays of the training rows: ``targets`` float32 (n, dim), ``text_ids`` int64 (n,);
             with T3 also ``trans_targets`` float32 (n, dim) and ``trans_ids`` int64 (n,).
+        trans_bank: float32 (n_distinct, dim): the T3 targets once per distinct English source, row k for
+            ``trans_ids == k`` (the negatives of ``translation_negatives = "all"``), or None without T3.
         dev: float32 (n_dev, dim) targets of the dev rows.
         dev_trans, dev_trans_ids: float32 (n_dev, dim) / int64 (n_dev,) of the dev rows' English sources when
             every dev row has one (for the dev X->EN R@1), else None.
@@ -44,6 +46,7 @@ class Targets:
     dev: np.ndarray
     dev_trans: np.ndarray | None
     dev_trans_ids: np.ndarray | None
+    trans_bank: np.ndarray | None = None
 
 
 def build_targets(
@@ -103,9 +106,12 @@ def build_targets(
         return x if center is None or not len(x) else normalise_rows(x - center)
 
     train = {"targets": centre(embedded["train"]), "text_ids": distinct_ids([u.text for u in train_utts])}
+    trans_bank: np.ndarray | None = None
     if cfg.translation_weight > 0:
         train["trans_targets"] = centre(embedded["trans"])
         train["trans_ids"] = distinct_ids(trans)
+        trans_bank = np.zeros((int(train["trans_ids"].max()) + 1, dim), np.float32)
+        trans_bank[train["trans_ids"]] = train["trans_targets"]
     return Targets(
         teacher_space=teacher_space,
         dim=dim,
@@ -115,6 +121,7 @@ def build_targets(
         dev=centre(embedded["dev"]),
         dev_trans=centre(embedded["dev_trans"]) if with_dev_trans else None,
         dev_trans_ids=distinct_ids(dev_trans_texts) if with_dev_trans else None,
+        trans_bank=trans_bank,
     )
 
 
