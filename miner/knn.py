@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BACKWARD_INDEXES", "EXACT_SOURCES_MAX", "SearchFn", "knn", "source_index"]
+from miner.mine_inputs import normalised
+
+__all__ = ["BACKWARD_INDEXES", "EXACT_SOURCES_MAX", "SearchFn", "backward_knn", "knn", "source_index"]
 
 SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 """``search_fn(queries (q, d) float32, k) -> (D (q, k) float32, I (q, k) int64)``: best first, global ids."""
@@ -141,3 +143,35 @@ def source_index(
     ivf.add(x)
     ivf.nprobe = min(nprobe, nlist)
     return ivf
+
+
+def backward_knn(
+    x: np.ndarray,
+    y: np.ndarray,
+    ids: np.ndarray,
+    k: int,
+    batch_size: int,
+    *,
+    normalise: bool,
+    backward_index: str = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Backward kNN of target rows ``ids`` of ``y`` against all sources ``x``, in batches of ``batch_size``.
+
+    Args:
+        x: float32 (n, d) unit source rows; one index over them (:func:`source_index`).
+        y: (m, d) targets (an array or memory map); only rows ``ids`` are read, normalised when ``normalise``.
+        ids: int64 (t,) target rows.
+
+    Returns:
+        (sims float32 (t, min(k, n)), nbrs int64 (t, min(k, n))): source rows, nearest first.
+    """
+    kk = min(k, x.shape[0])
+    index = source_index(x, backward_index)
+    sims = np.empty((len(ids), kk), np.float32)
+    nbrs = np.empty((len(ids), kk), np.int64)
+    for lo in range(0, len(ids), batch_size):
+        rows = ids[lo : lo + batch_size]
+        q = y[rows]
+        q = normalised(q, "y", row_ids=rows) if normalise else np.ascontiguousarray(q, dtype=np.float32)
+        sims[lo : lo + len(rows)], nbrs[lo : lo + len(rows)] = index.search(q, kk)
+    return sims, nbrs

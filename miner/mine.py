@@ -37,7 +37,6 @@ sources its backward kNN searches an IVF index over the sources (:mod:`miner.knn
 
 from __future__ import annotations
 
-import bisect
 import logging
 import time
 from dataclasses import dataclass
@@ -46,8 +45,10 @@ from typing import Literal
 
 import numpy as np
 
-from miner.knn import BACKWARD_INDEXES, SearchFn, check_k, knn, source_index
+from miner.knn import BACKWARD_INDEXES, SearchFn, backward_knn, check_k, knn
 from miner.margin import Margin, knn_mean, margin_scores, parse_choice, parse_margin
+from miner.mine_inputs import as_ids, check_threshold, check_unique_sorted, normalised, warn_nonpositive_means
+from miner.pair_selection import Triple, best_per_row, concat_pairs, dedupe, greedy_one_to_one, keep_above
 
 __all__ = [
     "Backward",
@@ -63,7 +64,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Pair = tuple[float, int, int]
-Triple = tuple[np.ndarray, np.ndarray, np.ndarray]  # (scores, source rows, target rows) of candidate pairs
 
 
 class Mode(str, Enum):
@@ -115,7 +115,7 @@ class Backward:
             sims: (q, k') float32 similarities of ``y[ids]`` to their nearest sources, best first.
             nbrs: (q, k') int64 source rows of those neighbours.
         """
-        ids = _as_ids(ids, "backward ids")
+        ids = as_ids(ids, "backward ids")
         sims = np.asarray(sims, dtype=np.float32)
         nbrs = np.asarray(nbrs, dtype=np.int64)
         if sims.ndim != 2 or sims.shape != nbrs.shape or sims.shape[0] != ids.shape[0]:
@@ -128,19 +128,19 @@ class Backward:
             raise ValueError("backward nbrs contain -1: drop padding columns (knn() does) before mining")
         order = np.argsort(ids, kind="stable")
         ids, sims, nbrs = ids[order], sims[order], nbrs[order]
-        _check_unique_sorted(ids)
+        check_unique_sorted(ids)
         return cls(ids=ids, r_y=knn_mean(sims), sims=sims, nbrs=nbrs)
 
     @classmethod
     def from_means(cls, ids: np.ndarray, r_y: np.ndarray) -> Backward:
         """Build from precomputed neighbourhood means r_y of target rows ``ids`` (enough for ``fwd``)."""
-        ids = _as_ids(ids, "backward ids")
+        ids = as_ids(ids, "backward ids")
         r_y = np.asarray(r_y, dtype=np.float64)
         if r_y.shape != ids.shape:
             raise ValueError(f"r_y must have shape {ids.shape} like ids, got {r_y.shape}")
         order = np.argsort(ids, kind="stable")
         ids, r_y = ids[order], r_y[order]
-        _check_unique_sorted(ids)
+        check_unique_sorted(ids)
         return cls(ids=ids, r_y=r_y)
 
     def positions(self, targets: np.ndarray) -> np.ndarray:
@@ -219,7 +219,7 @@ def mine_from_neighbours(
     start = time.perf_counter()
     m = parse_margin(margin)
     md = parse_mode(mode)
-    threshold = _check_threshold(threshold)
+    threshold = check_threshold(threshold)
     fwd_sims = np.asarray(fwd_sims, dtype=np.float32)
     fwd_nbrs = np.asarray(fwd_nbrs, dtype=np.int64)
     if fwd_sims.ndim != 2 or fwd_sims.shape != fwd_nbrs.shape:
@@ -237,19 +237,19 @@ def mine_from_neighbours(
     r_x = knn_mean(fwd_sims)
 
     if md is Mode.FWD:
-        pairs = _keep_above(_fwd_bests(fwd_sims, fwd_nbrs, r_x, backward, m), threshold)
+        pairs = keep_above(_fwd_bests(fwd_sims, fwd_nbrs, r_x, backward, m), threshold)
     elif md is Mode.BWD:
-        pairs = _keep_above(_bwd_bests(r_x, backward, m), threshold)
+        pairs = keep_above(_bwd_bests(r_x, backward, m), threshold)
     elif md is Mode.INTERSECT:
         f_score, f_src, f_trg = _fwd_bests(fwd_sims, fwd_nbrs, r_x, backward, m)
         b_best_src = _bwd_bests(r_x, backward, m)[1][backward.positions(f_trg)]
         mutual = b_best_src == f_src
-        pairs = _keep_above((f_score[mutual], f_src[mutual], f_trg[mutual]), threshold)
+        pairs = keep_above((f_score[mutual], f_src[mutual], f_trg[mutual]), threshold)
     else:  # union and max pool the fwd best of every source with the bwd best of every target
         fwd = _fwd_bests(fwd_sims, fwd_nbrs, r_x, backward, m)
         bwd = _bwd_bests(r_x, backward, m)
-        pooled = _keep_above(_concat(fwd, bwd), threshold)
-        pairs = _dedupe(pooled) if md is Mode.UNION else _greedy_one_to_one(pooled, groups_spans)
+        pooled = keep_above(concat_pairs(fwd, bwd), threshold)
+        pairs = dedupe(pooled) if md is Mode.UNION else greedy_one_to_one(pooled, groups_spans)
     out = [(float(s), int(i), int(j)) for s, i, j in zip(*pairs, strict=True)]
     logger.info(
         "mined %d pairs from %d sources, %d backward targets (mode=%s, margin=%s, threshold=%g) in %.2fs",
@@ -264,9 +264,9 @@ def _fwd_bests(
     """(score, source, target) of every source's best forward candidate."""
     r_y = backward.r_y[backward.positions(fwd_nbrs)]
     if margin is Margin.RATIO:
-        _warn_nonpositive_means(r_x, r_y)
+        warn_nonpositive_means(r_x, r_y)
     scores = margin_scores(fwd_sims, r_x[:, None], r_y, margin)
-    best_score, best_trg = _best_per_row(scores, fwd_nbrs)
+    best_score, best_trg = best_per_row(scores, fwd_nbrs)
     return best_score, np.arange(len(r_x), dtype=np.int64), best_trg
 
 
@@ -277,85 +277,8 @@ def _bwd_bests(r_x: np.ndarray, backward: Backward, margin: Margin) -> Triple:
     if backward.nbrs.size and backward.nbrs.max() >= len(r_x):
         raise ValueError(f"backward nbrs name source rows >= {len(r_x)}, the number of sources")
     scores = margin_scores(backward.sims, r_x[backward.nbrs], backward.r_y[:, None], margin)
-    best_score, best_src = _best_per_row(scores, backward.nbrs)
+    best_score, best_src = best_per_row(scores, backward.nbrs)
     return best_score, best_src, backward.ids
-
-
-def _concat(a: Triple, b: Triple) -> Triple:
-    return np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]]), np.concatenate([a[2], b[2]])
-
-
-def _best_per_row(scores: np.ndarray, nbrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best score of each row and its neighbour id; ties go to the lowest id, NaN never wins."""
-    s = np.where(np.isnan(scores), -np.inf, scores)
-    best = s.max(axis=1)
-    tied = s == best[:, None]
-    big = np.iinfo(np.int64).max
-    return best, np.where(tied, nbrs, big).min(axis=1)
-
-
-def _order(score: np.ndarray, src: np.ndarray, trg: np.ndarray) -> np.ndarray:
-    return np.lexsort((trg, src, -score))
-
-
-def _keep_above(pairs: Triple, threshold: float) -> Triple:
-    """Pairs with score > threshold (NaN dropped), ordered score desc, then source, then target."""
-    score, src, trg = pairs
-    keep = score > threshold
-    score, src, trg = score[keep], src[keep], trg[keep]
-    o = _order(score, src, trg)
-    return score[o], src[o], trg[o]
-
-
-def _dedupe(pairs: Triple) -> Triple:
-    """Keep the first (best) occurrence of each (source, target) of ordered pairs."""
-    score, src, trg = pairs
-    if len(score) == 0:
-        return pairs
-    _, first = np.unique(np.stack([src, trg], axis=1), axis=0, return_index=True)
-    first = np.sort(first)
-    return score[first], src[first], trg[first]
-
-
-def _greedy_one_to_one(
-    pairs: Triple,
-    groups_spans: tuple[np.ndarray, np.ndarray] | None,
-) -> Triple:
-    """LASER's max: walk ordered pairs, accept one whose source and target are both unused (and, with groups,
-    whose span overlaps no accepted span of its group)."""
-    score, src, trg = pairs
-    used_src: set[int] = set()
-    used_trg: set[int] = set()
-    accepted: dict[int, list[tuple[float, float]]] = {}  # group -> accepted (start, end), sorted
-    group_list: list[int] | None = None
-    span_list: list[list[float]] = []
-    if groups_spans is not None:
-        group_list, span_list = groups_spans[0].tolist(), groups_spans[1].tolist()
-    keep = []
-    for idx, (i, j) in enumerate(zip(src.tolist(), trg.tolist(), strict=True)):
-        if i in used_src or j in used_trg:
-            continue
-        if group_list is not None:
-            s, e = span_list[i]
-            intervals = accepted.setdefault(group_list[i], [])
-            if _overlaps_any(intervals, s, e):
-                continue
-            bisect.insort(intervals, (s, e))
-        used_src.add(i)
-        used_trg.add(j)
-        keep.append(idx)
-    keep_a = np.asarray(keep, dtype=np.int64)
-    return score[keep_a], src[keep_a], trg[keep_a]
-
-
-def _overlaps_any(intervals: list[tuple[float, float]], s: float, e: float) -> bool:
-    """Whether [s, e] overlaps (a < e and s < b) some interval of a sorted, pairwise non-overlapping list.
-
-    Sorted by (start, end), such a list also has non-decreasing ends, so among the intervals that start before
-    ``e`` the last one ends latest: one comparison after a binary search.
-    """
-    p = bisect.bisect_left(intervals, (e, -np.inf))
-    return p > 0 and intervals[p - 1][1] > s
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -412,20 +335,20 @@ def mine_embeddings(
     k = int(k)
     m = parse_margin(margin)
     md = parse_mode(mode)
-    threshold = _check_threshold(threshold)
+    threshold = check_threshold(threshold)
     if backward_targets not in (None, "candidates", "all"):
         raise ValueError(f"backward_targets must be None, 'candidates' or 'all', got {backward_targets!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if backward_index not in BACKWARD_INDEXES:
         raise ValueError(f"backward_index {backward_index!r}: use one of {', '.join(BACKWARD_INDEXES)}")
-    x = _normalised(x, "x")
+    x = normalised(x, "x")
     if getattr(y, "ndim", None) != 2 or y.shape[1] != x.shape[1]:
         raise ValueError(
             f"x and y must have the same dimension: x is {x.shape}, y is {getattr(y, 'shape', type(y))}"
         )
     if search_fn is None:
-        y = _normalised(y, "y")
+        y = normalised(y, "y")
     n, n_targets = x.shape[0], y.shape[0]
     _check_groups(source_groups, source_spans, n, md)
     if n == 0 or n_targets == 0:
@@ -438,8 +361,11 @@ def mine_embeddings(
     t_fwd = time.perf_counter()
     scope = backward_targets or ("candidates" if md in (Mode.FWD, Mode.INTERSECT) else "all")
     ids = candidate_targets(fwd_nbrs) if scope == "candidates" else np.arange(n_targets, dtype=np.int64)
-    backward = _backward_knn(
-        x, y, ids, k, batch_size, normalise=search_fn is not None, backward_index=backward_index
+    backward = Backward.from_knn(
+        ids,
+        *backward_knn(
+            x, y, ids, k, batch_size, normalise=search_fn is not None, backward_index=backward_index
+        ),
     )
     t_bwd = time.perf_counter()
     pairs = mine_from_neighbours(
@@ -457,81 +383,6 @@ def mine_embeddings(
         n, n_targets, k, t_fwd - start, len(ids), t_bwd - t_fwd, time.perf_counter() - start,
     )  # fmt: skip
     return pairs
-
-
-def _backward_knn(
-    x: np.ndarray,
-    y: np.ndarray,
-    ids: np.ndarray,
-    k: int,
-    batch_size: int,
-    *,
-    normalise: bool,
-    backward_index: str = "auto",
-) -> Backward:
-    """Backward kNN of target rows ``ids`` against all sources, in batches (one index over x, see
-    :func:`miner.knn.source_index`)."""
-    kk = min(k, x.shape[0])
-    index = source_index(x, backward_index)
-    sims = np.empty((len(ids), kk), np.float32)
-    nbrs = np.empty((len(ids), kk), np.int64)
-    for lo in range(0, len(ids), batch_size):
-        rows = ids[lo : lo + batch_size]
-        q = y[rows]
-        q = _normalised(q, "y", row_ids=rows) if normalise else np.ascontiguousarray(q, dtype=np.float32)
-        sims[lo : lo + len(rows)], nbrs[lo : lo + len(rows)] = index.search(q, kk)
-    return Backward.from_knn(ids, sims, nbrs)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Validation helpers
-
-
-def _check_threshold(threshold: float) -> float:
-    try:
-        t = float(threshold)
-    except (TypeError, ValueError):
-        raise ValueError(f"threshold must be a number, got {threshold!r}") from None
-    if np.isnan(t):
-        raise ValueError("threshold is NaN: pass a number (scores strictly above it are kept)")
-    return t
-
-
-def _as_ids(ids: np.ndarray, what: str) -> np.ndarray:
-    ids = np.asarray(ids)
-    if ids.ndim != 1 or not (np.issubdtype(ids.dtype, np.integer) or ids.size == 0):
-        raise ValueError(f"{what} must be a 1-D integer array, got shape {ids.shape} dtype {ids.dtype}")
-    ids = ids.astype(np.int64)
-    if (ids < 0).any():
-        raise ValueError(f"{what} must be >= 0, got {ids[ids < 0][:5].tolist()}")
-    return ids
-
-
-def _check_unique_sorted(ids: np.ndarray) -> None:
-    dup = ids[1:][ids[1:] == ids[:-1]]
-    if dup.size:
-        raise ValueError(f"backward ids must be unique, got duplicates {np.unique(dup)[:5].tolist()}")
-
-
-def _normalised(a: np.ndarray, name: str, row_ids: np.ndarray | None = None) -> np.ndarray:
-    """A float32 L2-normalised copy; non-finite values and all-zero rows raise ValueError."""
-    a = np.asarray(a)
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (rows, dim) array, got shape {a.shape}")
-    if not np.issubdtype(a.dtype, np.floating) and not np.issubdtype(a.dtype, np.integer):
-        raise ValueError(f"{name} must hold numbers, got dtype {a.dtype}")
-    a = a.astype(np.float64)
-    finite = np.isfinite(a).all(axis=1)
-    rows = np.arange(len(a)) if row_ids is None else np.asarray(row_ids)
-    if not finite.all():
-        raise ValueError(f"{name} has NaN or inf in rows {rows[~finite][:5].tolist()}: clean the embeddings")
-    norms = np.linalg.norm(a, axis=1, keepdims=True)
-    zero = norms[:, 0] == 0
-    if zero.any():
-        raise ValueError(
-            f"{name} has all-zero rows {rows[zero][:5].tolist()}: they have no direction, drop them first"
-        )
-    return np.ascontiguousarray(a / norms, dtype=np.float32)
 
 
 def _check_groups(
@@ -560,11 +411,3 @@ def _check_groups(
     if bad.size:
         raise ValueError(f"source_spans rows {bad[:5].tolist()} end before they start")
     return groups.astype(np.int64), spans
-
-
-def _warn_nonpositive_means(r_x: np.ndarray, r_y: np.ndarray) -> None:
-    if ((r_x[:, None] + r_y) <= 0).any():
-        logger.warning(
-            "some neighbourhood means are <= 0: the ratio margin is undefined there (inf / sign flip); "
-            "use margin='distance' for such near-orthogonal data"
-        )
