@@ -39,16 +39,21 @@ from index.manifest import (
     IndexFormatError,
     Manifest,
     ShardInfo,
-    atomic_write_bytes,
     sha256_file,
 )
 from index.store import STORE_FILE, Store
+from index.tuning_truth import (
+    QUERIES_FILE,
+    ShardTruth,
+    is_tuning_file,
+    load_queries,
+    merged_truth,
+    sample_queries,
+)
 
 logger = logging.getLogger(__name__)
 
 SHARD_FILE = "shard_{:05d}.faiss"
-_TUNE_QUERIES = ".tune_queries.npy"
-_TUNE_PART = ".tune_{:05d}.npy"
 _TEMP = re.compile(r"^\..*\.tmp$")
 
 
@@ -331,11 +336,7 @@ class ShardWriter:
             self._store.close()
             self._store = None
         for p in self.folder.iterdir():
-            if (
-                p.name == _TUNE_QUERIES
-                or (p.name.startswith(".tune_") and p.suffix == ".npy")
-                or _TEMP.match(p.name)
-            ):
+            if is_tuning_file(p.name) or _TEMP.match(p.name):
                 p.unlink()
         return self.manifest
 
@@ -362,11 +363,9 @@ class ShardWriter:
             if _TEMP.match(p.name):  # leftovers of a killed os.replace-based write
                 p.unlink()
         if not (self.folder / MANIFEST_FILE).exists():
-            ours = {STORE_FILE, TRAINED_FILE, STORE_FILE + "-journal", _TUNE_QUERIES}
+            ours = {STORE_FILE, TRAINED_FILE, STORE_FILE + "-journal", QUERIES_FILE}
             strays = [
-                p.name
-                for p in self.folder.iterdir()
-                if p.name not in ours and not p.name.startswith(".tune_")
+                p.name for p in self.folder.iterdir() if p.name not in ours and not is_tuning_file(p.name)
             ]
             if strays:
                 raise FileExistsError(
@@ -425,10 +424,7 @@ class ShardWriter:
             return None
         if self._given_queries is not None:
             return self._given_queries
-        path = self.folder / _TUNE_QUERIES
-        if self._template is not None and path.exists():
-            return np.load(path, allow_pickle=False)
-        return None
+        return load_queries(self.folder) if self._template is not None else None
 
     # -- internals --------------------------------------------------------------------------------------
 
@@ -458,10 +454,7 @@ class ShardWriter:
             )
         if self._tuning and self._queries is None:
             # saved before trained.faiss: a folder with trained.faiss always has its queries
-            rng = np.random.default_rng(self._seed)
-            nq = min(self._n_queries, len(sample))
-            self._queries = np.ascontiguousarray(sample[np.sort(rng.choice(len(sample), nq, replace=False))])
-            _save_npy(self.folder / _TUNE_QUERIES, self._queries)
+            self._queries = sample_queries(self.folder, sample, self._n_queries, self._seed)
         t0 = time.perf_counter()
         index = make_index(self.factory, self.dim)
         index.train(sample)
@@ -477,7 +470,7 @@ class ShardWriter:
         self._cur_count = 0
         self._cur_inputs = 0
         self._shard = faiss.clone_index(self._template) if self._template is not None else None
-        self._gt: faiss.ResultHeap | None = None
+        self._truth = ShardTruth(self._queries, self.tune_k) if self._queries is not None else None
         # rows already committed by a killed run (store ahead of the manifest) are not written twice
         self._store_done = self._store is not None and self._store.shard_done(self._shard_no)
 
@@ -511,12 +504,8 @@ class ShardWriter:
     def _put(self, x: np.ndarray, rows: list[dict[str, Any]] | None) -> None:
         assert self._shard is not None
         self._shard.add(x)
-        if self._queries is not None:
-            if self._gt is None:
-                self._gt = faiss.ResultHeap(len(self._queries), self.tune_k, keep_max=True)
-            k = min(self.tune_k, len(x))
-            dist, ids = faiss.knn(self._queries, x, k, metric=faiss.METRIC_INNER_PRODUCT)
-            self._gt.add_result(dist, ids + (self._cur_first + self._cur_count))
+        if self._truth is not None:
+            self._truth.add(x, self._cur_first + self._cur_count)
         if rows is not None and self._store is not None:
             if not self._store_done:
                 self._store.begin()  # one transaction per shard, committed by _flush
@@ -547,13 +536,8 @@ class ShardWriter:
         no = self._shard_no
         path = self.folder / SHARD_FILE.format(no)
         _write_index(self._shard, path)
-        if self._queries is not None:
-            if self._gt is None:
-                self._gt = faiss.ResultHeap(len(self._queries), self.tune_k, keep_max=True)
-            self._gt.finalize()
-            _save_npy(
-                self.folder / _TUNE_PART.format(no), np.stack([self._gt.D.astype(np.float64), self._gt.I])
-            )
+        if self._truth is not None:
+            self._truth.save(self.folder, no)
         if self._store is not None:
             if not self._store_done:
                 self._store.begin()
@@ -587,15 +571,11 @@ class ShardWriter:
         from index.sharded import ShardedIndex  # build <- sharded would be a cycle at import time
 
         assert self._queries is not None
-        heap = faiss.ResultHeap(len(self._queries), self.tune_k, keep_max=True)
-        for no in range(len(self.manifest.shards)):
-            part = np.load(self.folder / _TUNE_PART.format(no), allow_pickle=False)
-            heap.add_result(part[0].astype(np.float32), part[1].astype(np.int64))
-        heap.finalize()
+        truth = merged_truth(self.folder, len(self.manifest.shards), len(self._queries), self.tune_k)
         k = min(self.tune_k, self.manifest.ntotal)
         sharded = ShardedIndex.load(self.folder, allow_incomplete=True)
         result = tune_nprobe(
-            sharded, self._queries, k=k, target_recall=self.target_recall, gt_ids=heap.I[:, :k]
+            sharded, self._queries, k=k, target_recall=self.target_recall, gt_ids=truth[:, :k]
         )
         self.manifest.nprobe = result.nprobe
         self.manifest.build["tuning"] = {
@@ -658,11 +638,3 @@ def _write_index(index: faiss.Index, path: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
