@@ -9,12 +9,17 @@ cd "$(dirname "$0")/.."
 python scripts/gather_parallel_text.py --download --packages work/pkgs --out work/demo_data
 python scripts/synthesize_speech.py --data work/demo_data --jobs 2 --max-train-per-lang 7000 --en-splits test,dev
 python scripts/make_demo_manifests.py --data work/demo_data --out work/demo_run --more-train-per-lang 3000
-# Stage 4's clips come second, so train_more.tsv (its spare clips are taken from the first 7,000) stays as is.
+# Later stages' clips come after, so each earlier train_more*.tsv (its spare clips are taken from the clips
+# synthesized before it) stays as it was.
 python scripts/synthesize_speech.py --data work/demo_data --jobs 2 --max-train-per-lang 12000 --en-splits test,dev
 python scripts/make_demo_manifests.py --data work/demo_data --out work/demo_run --more-train-per-lang 8000 \
   --more-out train_more2.tsv
+python scripts/synthesize_speech.py --data work/demo_data --jobs 2 --max-train-per-lang 20000 --en-splits test,dev
+python scripts/make_demo_manifests.py --data work/demo_data --out work/demo_run --more-train-per-lang 16000 \
+  --more-out train_more3.tsv
 miner train scripts/demo_train.toml        # stage 1: adapter head, T1 targets, 36k clips (runs/demo)
 miner train scripts/demo_train_t3.toml     # stage 2: + T3 targets (runs/demo_t3)
 miner train scripts/demo_train_more.toml   # stage 3: + 23k more clips (runs/demo_more)
 miner train scripts/demo_train_more2.toml  # stage 4: still more clips (runs/demo_more2)
-python scripts/package_demo_assets.py --model runs/demo_more2/final --data work/demo_run
+miner train scripts/demo_train_more3.toml  # stage 5: more clips, T3 negatives from all sources (runs/demo_more3)
+python scripts/package_demo_assets.py --model runs/demo_more3/final --data work/demo_run

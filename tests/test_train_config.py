@@ -110,12 +110,12 @@ def test_adapter_settings_are_checked_only_when_an_adapter_is_asked_for() -> Non
 
 
 def test_demo_recipe_stages_chain_and_load(tmp_path: Path) -> None:
-    """scripts/train_demo_model.sh's four stages: each warm-starts from the previous one's final model, with
+    """scripts/train_demo_model.sh's five stages: each warm-starts from the previous one's final model, with
     the same head, and every file is a valid config."""
     import tomllib
 
     scripts = Path(__file__).resolve().parents[1] / "scripts"
-    stages = [scripts / f"demo_train{suffix}.toml" for suffix in ("", "_t3", "_more", "_more2")]
+    stages = [scripts / f"demo_train{suffix}.toml" for suffix in ("", "_t3", "_more", "_more2", "_more3")]
     raw = [tomllib.loads(p.read_text(encoding="utf-8")) for p in stages]
     for before, after in zip(raw, raw[1:], strict=False):
         assert after["init_from"] == before["out_dir"] + "/final"
@@ -125,6 +125,7 @@ def test_demo_recipe_stages_chain_and_load(tmp_path: Path) -> None:
     assert "init_from" not in raw[0] and all(r["translation_weight"] > 0 for r in raw[1:])
     assert raw[2]["train_manifest"].endswith("train_more.tsv")
     assert raw[3]["train_manifest"].endswith("train_more2.tsv")
+    assert raw[4]["train_manifest"].endswith("train_more3.tsv") and raw[4]["translation_negatives"] == "all"
     fake_model = tmp_path / "model"
     fake_model.mkdir()
     (fake_model / "config.json").write_text("{}")
