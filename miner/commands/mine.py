@@ -35,7 +35,9 @@ def mine_command(
         "auto", help="auto | candidates | all: targets whose backward kNN is computed."
     ),
     backward_index: str = typer.Option(
-        "auto", help="auto | flat | ivf: index over the segments for backward kNN (auto: IVF past 50,000)."
+        "auto",
+        help="auto | flat | ivf: index over the segments for backward kNN (auto: IVF past 50,000 segments, "
+        "faster but approximate: ~2% of pairs changed on real embeddings; flat: exact).",
     ),
     batch_size: int = typer.Option(8, min=1, help="Clips per speech-encoder forward pass."),
     home: Path | None = typer.Option(None, help="Data root (default $MINER_HOME or ./data)."),
