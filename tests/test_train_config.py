@@ -145,3 +145,16 @@ def test_model_cards_show_paths_relative_to_the_working_directory(tmp_path: Path
     assert shown_path("work/train.tsv") == "work/train.tsv"
     outside = tmp_path.parent / "elsewhere" / ".." / "data.tsv"
     assert shown_path(outside) == str(tmp_path.parent / "data.tsv")
+
+
+def test_experiment_configs_are_valid(tmp_path: Path) -> None:
+    """Configs of the experiments that docs/benchmarks.md reports still load with this code."""
+    scripts = Path(__file__).resolve().parents[1] / "scripts" / "experiments"
+    paths = sorted(scripts.glob("*.toml"))
+    assert paths
+    fake_model = tmp_path / "model"
+    fake_model.mkdir()
+    (fake_model / "config.json").write_text("{}")
+    for path in paths:
+        cfg = load_config(path, [f"init_from={fake_model}"])
+        assert cfg.cache_features and cfg.max_updates > 0
