@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Reproduce the offline demo SAMU model from scratch (text -> speech -> manifests -> training -> assets).
 # Needs: the demo extra (pip install -e ".[demo]"), espeak-ng (apt-get install espeak-ng).
-# Time on a 2-core CPU: text ~5 min, speech ~20 min, backbone frames ~1 h 40 min (92k clips, computed by the
-# stages that first need them), teacher embeddings ~35 min, training ~3 h in four warm-started stages
-# (~1.7-2.8 s per update). Disk: ~25 GB (clips ~12 GB, frame cache ~17 GB).
+# Time on a 2-core CPU: text ~5 min, speech ~30 min, backbone frames ~2 h 20 min (141k clips, computed by the
+# stages that first need them), teacher embeddings ~1 h, training ~3 h 30 in five warm-started stages
+# (~1.4-2.8 s per update). Disk: ~40 GB (clips ~14 GB, frame cache ~25 GB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python scripts/gather_parallel_text.py --download --packages work/pkgs --out work/demo_data
