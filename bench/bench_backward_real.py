@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from miner import knn as knn_module
-from miner.knn import source_index
+from miner.knn import ivf_nlist, source_index
 from miner.mine import mine_embeddings
 
 
@@ -39,7 +39,7 @@ def main() -> None:
     centre = x.mean(axis=0)
     x, y = x - centre, y - centre
     print(f"{platform.processor() or platform.machine()}; sources {x.shape}, distinct targets {y.shape}")
-    print(f"IVF over the sources: nlist {source_index(x, 'ivf').nlist}")
+    print(f"IVF over the sources: nlist {ivf_nlist(len(x))}")
     print("| backward index | seconds | pairs | pairs equal to flat's |")
     print("|---|---|---|---|")
     reference: set[tuple[int, int]] | None = None

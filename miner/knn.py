@@ -127,7 +127,7 @@ def source_index(
         raise ValueError(f"backward_index {backward_index!r}: use one of {', '.join(BACKWARD_INDEXES)}")
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, d = x.shape
-    nlist = min(max(int(4 * math.sqrt(n)), 64), n // _MIN_POINTS_PER_LIST)
+    nlist = ivf_nlist(n)
     use_ivf = backward_index == "ivf" or (backward_index == "auto" and n > EXACT_SOURCES_MAX)
     if not use_ivf or nlist < 64:
         flat = faiss.IndexFlatIP(d)
@@ -144,6 +144,11 @@ def source_index(
     ivf.add(x)
     ivf.nprobe = min(nprobe, nlist)
     return ivf
+
+
+def ivf_nlist(n: int) -> int:
+    """Lists of the IVF index over ``n`` sources: clip(4 sqrt(n), 64, n / 39) (below 64: too few to train)."""
+    return min(max(int(4 * math.sqrt(n)), 64), n // _MIN_POINTS_PER_LIST)
 
 
 def backward_knn(

@@ -75,11 +75,22 @@ def test_t3_negatives_from_every_english_source(
     from miner.train.targets import build_targets
 
     english = write_tiny_corpus(tmp_path / "english", english=True)
-    cfg = make_config(
-        english, tiny_whisper_dir, spread_st_dir, tmp_path / "t", translation_weight=1.0, **_ADAPTER
-    )
     utts = read_manifest(english)
-    targets = build_targets(cfg, Processes(), torch.device("cpu"), utts, [])
+
+    def targets_for(negatives: str):
+        cfg = make_config(
+            english,
+            tiny_whisper_dir,
+            spread_st_dir,
+            tmp_path / "t",
+            translation_weight=1.0,
+            translation_negatives=negatives,
+            **_ADAPTER,
+        )
+        return build_targets(cfg, Processes(), torch.device("cpu"), utts, [])
+
+    assert targets_for("batch").trans_bank is None  # only built when asked for
+    targets = targets_for("all")
     sources = sorted({u.translation for u in utts})
     assert targets.trans_bank is not None and len(targets.trans_bank) == len(sources)
     np.testing.assert_allclose(

@@ -136,11 +136,7 @@ class _Trainer:
         self.dev_targets = t.dev
         self.dev_text_ids = np.arange(len(self.dev), dtype=np.int64)
         self.dev_trans_targets, self.dev_trans_ids = t.dev_trans, t.dev_trans_ids
-        self.trans_bank = (
-            torch.from_numpy(t.trans_bank).to(self.device)
-            if self.cfg.translation_negatives == "all" and t.trans_bank is not None
-            else None
-        )
+        self.trans_bank = torch.from_numpy(t.trans_bank).to(self.device) if t.trans_bank is not None else None
 
     def _build_model(self, resume_from: Path | None) -> None:
         from miner.encoders.samu import SpeechEncoder

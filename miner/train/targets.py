@@ -32,7 +32,7 @@ class Targets:
         train: per-row arrays of the training rows: ``targets`` float32 (n, dim), ``text_ids`` int64 (n,);
             with T3 also ``trans_targets`` float32 (n, dim) and ``trans_ids`` int64 (n,).
         trans_bank: float32 (n_distinct, dim): the T3 targets once per distinct English source, row k for
-            ``trans_ids == k`` (the negatives of ``translation_negatives = "all"``), or None without T3.
+            ``trans_ids == k`` (the negatives of ``translation_negatives = "all"``); None otherwise.
         dev: float32 (n_dev, dim) targets of the dev rows.
         dev_trans, dev_trans_ids: float32 (n_dev, dim) / int64 (n_dev,) of the dev rows' English sources when
             every dev row has one (for the dev X->EN R@1), else None.
@@ -110,8 +110,9 @@ def build_targets(
     if cfg.translation_weight > 0:
         train["trans_targets"] = centre(embedded["trans"])
         train["trans_ids"] = distinct_ids(trans)
-        trans_bank = np.zeros((int(train["trans_ids"].max()) + 1, dim), np.float32)
-        trans_bank[train["trans_ids"]] = train["trans_targets"]
+        if cfg.translation_negatives == "all":
+            trans_bank = np.zeros((int(train["trans_ids"].max()) + 1, dim), np.float32)
+            trans_bank[train["trans_ids"]] = train["trans_targets"]
     return Targets(
         teacher_space=teacher_space,
         dim=dim,
