@@ -1,0 +1,313 @@
+"""Speech-side throughput on a GPU (or CPU): SAMU-XLSR embedding and training, each beside the raw library.
+
+    python bench/bench_speech.py [--size xlsr-300m|tiny] [--clips 256] [--out results.json]
+
+The backbone is a randomly initialised wav2vec2 of XLS-R 300M's shape (24 layers, 1024 hidden, layer-norm CNN):
+speed depends on the shape, not the weights, and no hub is needed. Both parts go through the real code paths.
+
+- encode: ``SpeechEncoder.from_pretrained`` (wav2vec2 folder -> SAMU folder -> load) and ``encode`` over
+  ``--clips`` clips of random length, vs a plain ``Wav2Vec2Model`` forward with transformers' own feature
+  extractor over the same length-sorted batches, same autocast (bf16 on CUDA).
+- train: ``miner.train.loop.train`` on WAV files (a few head-only updates, then the whole transformer, CNN
+  frozen, as in the paper; amp on CUDA; cosine + InfoNCE on a small random teacher) vs a plain forward +
+  backward + AdamW step of the same backbone on batches of the same padded size (``--batch-seconds``).
+
+Prints a markdown table; ``--out`` also writes the numbers as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+SR = 16000
+WORDS = [
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "house",
+    "runs",
+    "sleeps",
+    "on",
+    "red",
+    "blue",
+    "big",
+    "small",
+    "green",
+    "old",
+]
+
+
+def backbone_config(size: str) -> Any:
+    """transformers Wav2Vec2Config of XLS-R 300M's shape (``xlsr-300m``) or a tiny one for a CPU smoke run."""
+    from transformers import Wav2Vec2Config
+
+    common = dict(feat_extract_norm="layer", do_stable_layer_norm=True, mask_time_prob=0.0, vocab_size=8)
+    if size == "xlsr-300m":
+        return Wav2Vec2Config(
+            hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+            conv_bias=True, num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16, **common,
+        )  # fmt: skip
+    return Wav2Vec2Config(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+        conv_dim=(32, 32, 32), conv_kernel=(10, 3, 3), conv_stride=(5, 2, 2),
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, **common,
+    )  # fmt: skip
+
+
+def random_clips(n: int, lo: float, hi: float, seed: int = 0) -> list[np.ndarray]:
+    """n float32 waveforms of uniform random length in [lo, hi] seconds (noise: speed ignores content)."""
+    rng = np.random.default_rng(seed)
+    return [(0.1 * rng.standard_normal(int(rng.uniform(lo, hi) * SR))).astype(np.float32) for _ in range(n)]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device: torch.device) -> float:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def bench_encode(w2v_dir: Path, root: Path, device: torch.device, clips: list[np.ndarray], bs: int) -> dict:
+    """Seconds of ``SpeechEncoder.encode`` and of a plain Wav2Vec2Model forward over the same batches."""
+    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    from miner.encoders.batching import length_sorted_batches
+    from miner.encoders.samu import SpeechEncoder
+
+    samu_dir = root / "samu"
+    if not samu_dir.exists():
+        SpeechEncoder.from_backbone(str(w2v_dir), dim=768, space_id="bench", teacher="bench").save_pretrained(
+            samu_dir
+        )
+    ours = SpeechEncoder.from_pretrained(samu_dir, device=str(device))
+    ours.encode(clips[:bs], batch_size=bs)  # warm-up: kernels, allocator
+    reset_peak(device)
+    t = time.perf_counter()
+    ours.encode(clips, batch_size=bs)
+    t_ours, mem_ours = time.perf_counter() - t, peak_gib(device)
+    del ours
+
+    plain = Wav2Vec2Model.from_pretrained(w2v_dir).to(device).eval()
+    extractor = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
+    batches = list(length_sorted_batches([len(c) for c in clips], bs))
+
+    def run_plain(model: Any, groups: list[list[int]]) -> None:
+        with torch.inference_mode(), autocast(device):
+            for idx in groups:
+                feats = extractor(
+                    [clips[i] for i in idx], sampling_rate=SR, padding=True, return_tensors="pt"
+                )
+                out = model(
+                    feats["input_values"].to(device), attention_mask=feats["attention_mask"].to(device)
+                )
+                out.last_hidden_state.float().mean(1).cpu()
+        sync(device)
+
+    run_plain(plain, batches[:1])
+    reset_peak(device)
+    t = time.perf_counter()
+    run_plain(plain, batches)
+    t_plain, mem_plain = time.perf_counter() - t, peak_gib(device)
+    del plain
+    audio_s = sum(len(c) for c in clips) / SR
+    return dict(
+        batch_size=bs, clips=len(clips), audio_s=audio_s, ours_s=t_ours, plain_s=t_plain,
+        ours_gib=mem_ours, plain_gib=mem_plain,
+    )  # fmt: skip
+
+
+def random_teacher(root: Path) -> Path:
+    """A small random sentence-transformers model (BERT -> mean pooling -> Dense -> Normalize) saved to disk."""
+    from sentence_transformers import SentenceTransformer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    try:
+        from sentence_transformers.sentence_transformer import modules as st_modules
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers import models as st_modules
+
+    bert = root / "teacher-bert"
+    bert.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    (bert / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab=str(bert / "vocab.txt")).save_pretrained(bert)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=128, max_position_embeddings=64)  # fmt: skip
+    BertModel(cfg).save_pretrained(bert)
+    word = st_modules.Transformer(str(bert), max_seq_length=32)
+    word.auto_model.embeddings.word_embeddings.weight.data.normal_(0.0, 1.0)  # sentences far apart
+    dense = st_modules.Dense(64, 768, activation_function=torch.nn.Identity())
+    model = SentenceTransformer(modules=[word, st_modules.Pooling(64, "mean"), dense, st_modules.Normalize()])
+    model.save(str(root / "teacher"))
+    return root / "teacher"
+
+
+def write_corpus(root: Path, clips: list[np.ndarray]) -> Path:
+    """WAV files plus a TSV manifest (id, audio, text, lang, duration) of random sentences in three languages."""
+    from miner.audio import write_audio
+
+    rng = np.random.default_rng(1)
+    rows = ["id\taudio\ttext\tlang\tduration"]
+    for i, clip in enumerate(clips):
+        rel = f"audio/{i}.wav"
+        write_audio(root / rel, clip)
+        text = " ".join(rng.choice(WORDS, size=int(rng.integers(3, 9))))
+        rows.append(f"u{i}\t{rel}\t{text}\t{('fr', 'de', 'es')[i % 3]}\t{len(clip) / SR:.3f}")
+    (root / "train.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return root / "train.tsv"
+
+
+def padded_batches(clips: list[np.ndarray], batch_seconds: float, seed: int) -> Iterator[list[int]]:
+    """Endless random batches of similar-length clips, each at most ``batch_seconds`` of padded audio."""
+    order = np.argsort([len(c) for c in clips])
+    groups: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        if cur and (len(cur) + 1) * len(clips[i]) / SR > batch_seconds:
+            groups.append(cur)
+            cur = []
+        cur.append(int(i))
+    groups.append(cur)
+    rng = np.random.default_rng(seed)
+    while True:
+        yield groups[int(rng.integers(len(groups)))]
+
+
+def bench_train(
+    w2v_dir: Path, root: Path, device: torch.device, clips: list[np.ndarray], args: argparse.Namespace
+) -> dict:
+    """Utterances per second of the real trainer's full phase and of a plain fine-tuning step of the backbone."""
+    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    from miner.train.config import load_config
+    from miner.train.loop import train
+
+    manifest = write_corpus(root / "corpus", clips)
+    out_dir = root / "run"
+    head_only = 3
+    cfg = load_config(None, [
+        f"train_manifest={manifest}", f"backbone={w2v_dir}", f"teacher={random_teacher(root)}",
+        f"out_dir={out_dir}", f"max_updates={head_only + args.train_updates}", f"head_only_updates={head_only}",
+        f"batch_seconds={args.batch_seconds}", "log_every=5", "save_every=0", "eval_every=0", "num_workers=4",
+        "peak_lr=1e-4", "contrastive_weight=1.0", "center_targets=true", "amp=true",
+    ])  # fmt: skip
+    reset_peak(device)
+    t = time.perf_counter()
+    train(cfg)
+    wall = time.perf_counter() - t
+    mem_ours = peak_gib(device)
+    rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    full = [r for r in rows if r.get("phase") == "full" and "utt_per_s" in r]
+    ours_utt_s = float(np.median([r["utt_per_s"] for r in full[1:] or full]))  # first window holds warm-up
+
+    plain = Wav2Vec2Model.from_pretrained(w2v_dir).to(device).train()
+    plain.freeze_feature_encoder()
+    opt = torch.optim.AdamW([p for p in plain.parameters() if p.requires_grad], lr=1e-4)
+    extractor = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
+    batches = padded_batches(clips, args.batch_seconds, seed=0)
+
+    def step() -> int:
+        idx = next(batches)
+        feats = extractor([clips[i] for i in idx], sampling_rate=SR, padding=True, return_tensors="pt")
+        with autocast(device):
+            out = plain(feats["input_values"].to(device), attention_mask=feats["attention_mask"].to(device))
+            loss = out.last_hidden_state.float().mean(1).pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return len(idx)
+
+    for _ in range(3):
+        step()
+    sync(device)
+    reset_peak(device)
+    t = time.perf_counter()
+    n = sum(step() for _ in range(args.train_updates))
+    sync(device)
+    plain_utt_s = n / (time.perf_counter() - t)
+    return dict(
+        updates=args.train_updates, batch_seconds=args.batch_seconds, ours_utt_s=ours_utt_s,
+        plain_utt_s=plain_utt_s, ours_wall_s=wall, ours_gib=mem_ours, plain_gib=peak_gib(device),
+        mean_clip_s=float(np.mean([len(c) for c in clips]) / SR),
+    )  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", choices=["xlsr-300m", "tiny"], default="xlsr-300m")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--clips", type=int, default=256)
+    ap.add_argument("--min-seconds", type=float, default=2.0)
+    ap.add_argument("--max-seconds", type=float, default=12.0)
+    ap.add_argument("--batch-sizes", default="16,64")
+    ap.add_argument("--train-updates", type=int, default=20, help="timed updates of the full phase (0 skips)")
+    ap.add_argument("--batch-seconds", type=float, default=320.0)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    from transformers import Wav2Vec2Model
+
+    device = torch.device(args.device)
+    clips = random_clips(args.clips, args.min_seconds, args.max_seconds)
+    result: dict[str, Any] = dict(
+        device=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        torch=torch.__version__, size=args.size, encode=[], train=None,
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        torch.manual_seed(0)
+        Wav2Vec2Model(backbone_config(args.size)).save_pretrained(root / "w2v2")
+        for bs in [int(b) for b in args.batch_sizes.split(",")]:
+            result["encode"].append(bench_encode(root / "w2v2", root, device, clips, bs))
+        if args.train_updates > 0:
+            result["train"] = bench_train(root / "w2v2", root, device, clips, args)
+    print(f"\n{result['device']}, torch {result['torch']}, backbone {args.size} (random init)\n")
+    print("| encode | batch | audio/s (x real time) ours | plain | ours/plain time | peak GiB ours / plain |")
+    print("|---|---|---|---|---|---|")
+    for r in result["encode"]:
+        print(f"| {r['clips']} clips, {r['audio_s'] / 60:.1f} min | {r['batch_size']} | {r['audio_s'] / r['ours_s']:.0f} "
+              f"| {r['audio_s'] / r['plain_s']:.0f} | {r['ours_s'] / r['plain_s']:.2f} "
+              f"| {r['ours_gib']:.2f} / {r['plain_gib']:.2f} |")  # fmt: skip
+    if result["train"]:
+        r = result["train"]
+        print(f"\n| train ({r['batch_seconds']:.0f} s batches, clips {r['mean_clip_s']:.1f} s) | utt/s | audio h per h |"
+              " peak GiB |\n|---|---|---|---|")  # fmt: skip
+        for name, key, mem in (("miner train (full phase)", "ours_utt_s", "ours_gib"),
+                               ("plain fwd+bwd+AdamW", "plain_utt_s", "plain_gib")):  # fmt: skip
+            print(f"| {name} | {r[key]:.1f} | {r[key] * r['mean_clip_s']:.0f} | {r[mem]:.2f} |")
+        print(
+            f"\nours/plain utt/s: {r['ours_utt_s'] / r['plain_utt_s']:.2f}; whole trainer run {r['ours_wall_s']:.0f} s"
+        )
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
