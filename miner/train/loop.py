@@ -40,6 +40,7 @@ from miner.train.objectives import MASK_FRAME_SECONDS, configure_time_masking, d
 from miner.train.processes import Processes
 from miner.train.sampling import LanguageSampler, language_probs
 from miner.train.schedule import TriStage, tri_stage_scheduler
+from miner.train.student import Student, build_model, to_device
 from miner.train.targets import build_targets, normalise_rows
 
 if TYPE_CHECKING:
@@ -50,31 +51,6 @@ log = logging.getLogger(__name__)
 __all__ = ["distill_loss", "train", "configure_time_masking", "MODEL_CARD"]
 
 STATE_FORMAT = 1
-
-
-class _Student(nn.Module):
-    """What DDP wraps: the SAMU model, fed waveform inputs or cached backbone frames."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        if "frames" in batch:
-            return self.model.head(batch["frames"], batch["mask"])  # type: ignore[operator]
-        return self.model(batch["inputs"])
-
-
-def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor):
-            out[k] = v.to(device, non_blocking=True)
-        elif isinstance(v, dict):
-            out[k] = _to(v, device)
-        else:
-            out[k] = v
-    return out
 
 
 # -- the trainer ---------------------------------------------------------------------------------------------
@@ -139,69 +115,20 @@ class _Trainer:
         self.trans_bank = torch.from_numpy(t.trans_bank).to(self.device) if t.trans_bank is not None else None
 
     def _build_model(self, resume_from: Path | None) -> None:
-        from miner.encoders.samu import SpeechEncoder
-
-        cfg = self.cfg
-        start_from = resume_from if resume_from is not None else cfg.init_from
-        if start_from is not None:
-            model = SpeechEncoder.from_pretrained(start_from)
-            # A warm start may move to another centre of the same teacher (e.g. more training texts).
-            same_teacher = model.space_id == self.teacher_space or model.space_id.startswith(
-                self.teacher_space + "-c"
-            )
-            if model.dim != self.dim or not (
-                model.space_id == self.space_id or (resume_from is None and same_teacher)
-            ):
-                fix = "use a new out_dir" if resume_from is not None else "init_from a model of this teacher"
-                raise ValueError(
-                    f"model {start_from} is in space {model.space_id} (dim {model.dim}) but this "
-                    f"run's teacher gives {self.space_id} (dim {self.dim}): {fix}"
-                )
-            if resume_from is None:
-                if model.config.adapter != cfg.adapter:
-                    raise ValueError(
-                        f"init_from {start_from} has adapter {model.config.adapter}, this config asks for "
-                        f"{cfg.adapter}: set the adapter_* keys to the model's"
-                    )
-                if model.space_id != self.space_id:
-                    log.info("init_from: space %s -> %s (this run's centre)", model.space_id, self.space_id)
-                    model.config.space_id = self.space_id
-                    model.config.extra.pop("text_center", None)
-                    if self.center is not None:
-                        model.config.extra["text_center"] = [float(x) for x in self.center]
-                log.info("weights from %s (warm start: fresh optimiser and schedule)", start_from)
-        else:
-            source, teacher = cfg.backbone, cfg.teacher
-            # Local folders as absolute paths: the saved model must find them again from anywhere.
-            if not source.startswith("offline:") and Path(source).expanduser().is_dir():
-                source = str(Path(source).expanduser().resolve())
-            if Path(teacher).expanduser().is_dir():
-                teacher = str(Path(teacher).expanduser().resolve())
-            model = SpeechEncoder.from_backbone(
-                source,
-                dim=self.dim,
-                space_id=self.space_id,
-                teacher=teacher,
-                seed=cfg.seed,
-                adapter=cfg.adapter,
-            )
-            if self.center is not None:
-                model.config.extra["text_center"] = [float(x) for x in self.center]
-            model.config.extra["trained_with"] = "miner train"
-        for p in model.backbone.parameters():
-            p.requires_grad_(False)
-        model.backbone.freeze_feature_encoder()
-        configure_time_masking(model, cfg.mask_time_prob, cfg.mask_time_length)
-        for p in model.backbone.parameters():  # a masked_spec_embed created just now starts frozen too
-            p.requires_grad_(False)
-        if not model.backbone.padding_safe:
-            log.warning("backbone normalises over time (group-norm CNN): padded batches change its features")
+        model = build_model(
+            self.cfg,
+            resume_from,
+            teacher_space=self.teacher_space,
+            space_id=self.space_id,
+            dim=self.dim,
+            center=self.center,
+        )
         model.to(self.device)
         model.train()
         self.model = model
         self.head_params = model.head_parameters()
         self.tf_params = (
-            [] if cfg.backbone_frozen_whole_run else list(model.backbone.transformer_parameters())
+            [] if self.cfg.backbone_frozen_whole_run else list(model.backbone.transformer_parameters())
         )
 
     def _build_optim(self) -> None:
@@ -248,7 +175,7 @@ class _Trainer:
             p.requires_grad_(full)
         self.model.backbone.freeze_feature_encoder()
         self.full_phase = full
-        student: nn.Module = _Student(self.model)
+        student: nn.Module = Student(self.model)
         if self.procs.world > 1:  # DDP registers the parameters that need grads when built: rebuild per phase
             from torch.nn.parallel import DistributedDataParallel
 
@@ -384,7 +311,7 @@ class _Trainer:
         total = cos_total = 0.0
         utts = seconds = 0.0
         for micro in range(cfg.grad_accum):
-            batch = _to(next(batches), self.device)
+            batch = to_device(next(batches), self.device)
             last = micro == cfg.grad_accum - 1
             sync: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
             if not last and self.procs.world > 1:  # DDP: all-reduce gradients once per update
@@ -448,9 +375,9 @@ class _Trainer:
         dev_rows = {"targets": self.dev_targets, "text_ids": self.dev_text_ids}
         loader = self._loader(self.dev, dev_rows, batches)
         for idx, batch in zip(batches, loader, strict=True):
-            batch = _to(batch, self.device)
+            batch = to_device(batch, self.device)
             with torch.no_grad(), self._autocast():
-                z = _Student(self.model)(batch)
+                z = Student(self.model)(batch)
             cos = F.cosine_similarity(z.float(), batch["targets"].float(), dim=-1)
             total += float((1.0 - cos).sum())
             n += len(cos)
