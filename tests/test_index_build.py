@@ -101,7 +101,7 @@ w.close()
 def run_build(folder: Path, factory: str, crash: str | None = None, created: str = CREATED) -> int:
     env = {
         **os.environ,
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
         "OMP_NUM_THREADS": "1",
         "CRASH": crash or "none:0",
         "CREATED": created,
