@@ -4,12 +4,12 @@ the sources that backward neighbourhoods are searched in.
 Backward kNN (each candidate target's k nearest sources) costs targets x sources with a flat index, and the
 candidate targets grow with the sources (about 3-4 per source at k = 4), so the step is quadratic in the
 number of sources: on 2 CPU threads it overtakes the forward search near 100k sources (docs/benchmarks.md).
-Past :data:`EXACT_SOURCES_MAX` sources the backward index is an inverted file (IVF, ~4 sqrt(n) lists, nprobe
-:data:`BACKWARD_NPROBE`) instead, as large-scale miners such as stopes search approximate indexes in both
-directions; ``backward_index="flat"`` keeps it exact at any size. The gain is smaller than the count of
-distances suggests: faiss scans IVF lists query by query, while a flat search is one BLAS matrix product; and on
-real e5 embeddings nprobe 16 changed ~2% of the mined pairs (92k sources; docs/benchmarks.md, "Margin step at
-scale").
+Where a flat search would compute at least :data:`IVF_MIN_WORK` (queries x sources x dim) multiply-adds, the
+backward index is an inverted file (IVF, ~4 sqrt(n) lists, nprobe :data:`BACKWARD_NPROBE`) instead, as
+large-scale miners such as stopes search approximate indexes in both directions; ``backward_index="flat"``
+keeps it exact at any size. The gain is smaller than the count of distances suggests: faiss scans IVF lists
+query by query, while a flat search is one BLAS matrix product; and on real e5 embeddings nprobe 16 changed ~2%
+of the mined pairs (docs/benchmarks.md, "Margin step at scale"), so IVF is only worth it on large work.
 """
 
 from __future__ import annotations
@@ -22,13 +22,16 @@ import numpy as np
 
 from miner.mine_inputs import normalised
 
-__all__ = ["BACKWARD_INDEXES", "EXACT_SOURCES_MAX", "SearchFn", "backward_knn", "knn", "source_index"]
+__all__ = ["BACKWARD_INDEXES", "IVF_MIN_WORK", "SearchFn", "backward_knn", "knn", "source_index"]
 
 SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 """``search_fn(queries (q, d) float32, k) -> (D (q, k) float32, I (q, k) int64)``: best first, global ids."""
 
 BACKWARD_INDEXES = ("auto", "flat", "ivf")
-EXACT_SOURCES_MAX = 50_000  # auto: flat (exact) up to here, IVF beyond
+# auto: IVF where queries x sources x dim reaches this. Measured on 2 threads (docs/benchmarks.md): 7.0e14
+# (real 384-d e5, 92k sources, 20k queries) flat 11.9 s vs IVF 11.3 s, no gain for 2% of the pairs changed;
+# 4.8e15 (768-d, 50k x 124k) flat 33.9 s vs IVF 29.5 s (nprobe 32); 1.4e16 (100k x 188k) 99.9 s vs 45.0 s.
+IVF_MIN_WORK = 4e15
 BACKWARD_NPROBE = 16
 _MIN_POINTS_PER_LIST = 39  # faiss warns below this many training points per centroid
 
@@ -105,16 +108,21 @@ def checked_search(search_fn: SearchFn, x: np.ndarray, k: int) -> tuple[np.ndarr
 
 
 def source_index(
-    x: np.ndarray, backward_index: str = "auto", nprobe: int = BACKWARD_NPROBE, seed: int = 0
+    x: np.ndarray,
+    backward_index: str = "auto",
+    nprobe: int = BACKWARD_NPROBE,
+    seed: int = 0,
+    n_queries: int | None = None,
 ) -> Any:
     """A faiss inner-product index over the sources ``x`` for backward kNN.
 
     Args:
         x: (n, d) float32 L2-normalised sources.
-        backward_index: ``flat`` (exact), ``ivf`` (inverted file, approximate), or ``auto`` (flat up to
-            :data:`EXACT_SOURCES_MAX` sources, IVF beyond).
+        backward_index: ``flat`` (exact), ``ivf`` (inverted file, approximate), or ``auto`` (IVF where
+            ``n_queries`` x n x d reaches :data:`IVF_MIN_WORK`, else flat).
         nprobe: lists an IVF search visits.
         seed: k-means seed of the IVF training sample.
+        n_queries: rows that will be searched (``auto`` only; default n).
 
     Returns:
         A faiss index holding all n rows with their row numbers as ids. An IVF index has
@@ -128,7 +136,8 @@ def source_index(
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, d = x.shape
     nlist = ivf_nlist(n)
-    use_ivf = backward_index == "ivf" or (backward_index == "auto" and n > EXACT_SOURCES_MAX)
+    work = float(n if n_queries is None else n_queries) * n * d
+    use_ivf = backward_index == "ivf" or (backward_index == "auto" and work >= IVF_MIN_WORK)
     if not use_ivf or nlist < 64:
         flat = faiss.IndexFlatIP(d)
         flat.add(x)
@@ -172,7 +181,7 @@ def backward_knn(
         (sims float32 (t, min(k, n)), nbrs int64 (t, min(k, n))): source rows, nearest first.
     """
     kk = min(k, x.shape[0])
-    index = source_index(x, backward_index)
+    index = source_index(x, backward_index, n_queries=len(ids))
     sims = np.empty((len(ids), kk), np.float32)
     nbrs = np.empty((len(ids), kk), np.int64)
     for lo in range(0, len(ids), batch_size):

@@ -31,8 +31,9 @@ only where a mode uses it:
   missed pair can no longer block a later one in the greedy pass.
 
 :func:`mine_embeddings` does the whole job on two matrices, exactly like LASER for small inputs; with a
-``search_fn`` (e.g. a sharded index) it reads ``y`` only at the rows whose backward kNN it needs. Past 50,000
-sources its backward kNN searches an IVF index over the sources (:mod:`miner.knn`).
+``search_fn`` (e.g. a sharded index) it reads ``y`` only at the rows whose backward kNN it needs. Where the
+backward search is large (queries x sources x dim past ``miner.knn.IVF_MIN_WORK``) it searches an IVF index over
+the sources (:mod:`miner.knn`).
 """
 
 from __future__ import annotations
@@ -320,7 +321,7 @@ def mine_embeddings(
             overlap.
         batch_size: target rows per backward search batch.
         backward_index: the index over ``x`` that backward kNN searches: ``flat`` (exact), ``ivf``
-            (approximate, for very many sources) or ``auto`` (flat up to 50,000 sources); see
+            (approximate, for very many sources) or ``auto`` (IVF only for a large search); see
             :func:`miner.knn.source_index`.
 
     Returns:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from miner.knn import EXACT_SOURCES_MAX, source_index
+from miner.knn import IVF_MIN_WORK, source_index
 from miner.mine import mine_embeddings
 
 
@@ -30,12 +30,15 @@ def data() -> tuple[np.ndarray, np.ndarray]:
     return x, y.astype(np.float32)
 
 
-def test_auto_is_exact_below_the_threshold_and_ivf_on_request(data: tuple[np.ndarray, np.ndarray]) -> None:
+def test_auto_follows_the_work_and_ivf_on_request(data: tuple[np.ndarray, np.ndarray]) -> None:
     import faiss
 
     x, _ = data
-    assert len(x) <= EXACT_SOURCES_MAX
-    assert isinstance(source_index(x, "auto"), faiss.IndexFlatIP)
+    n, d = x.shape
+    assert isinstance(source_index(x, "auto"), faiss.IndexFlatIP)  # n x n x d is far below the threshold
+    below, enough = int(IVF_MIN_WORK / (n * d)) - 1, int(IVF_MIN_WORK / (n * d)) + 1
+    assert isinstance(source_index(x, "auto", n_queries=below), faiss.IndexFlatIP)
+    assert isinstance(source_index(x, "auto", n_queries=enough), faiss.IndexIVFFlat)
     assert isinstance(source_index(x, "flat"), faiss.IndexFlatIP)
     ivf = source_index(x, "ivf")
     assert isinstance(ivf, faiss.IndexIVFFlat) and ivf.ntotal == len(x)
