@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,18 +31,16 @@ from typing import Any
 import faiss
 import numpy as np
 
+from index.build_folder import TEMP_FILE, load_trained, open_build_folder, write_index_atomic
 from index.factory import choose_factory, make_index, parse_factory, tune_nprobe
 from index.manifest import (
-    MANIFEST_FILE,
     TRAINED_FILE,
-    IndexFormatError,
     Manifest,
     ShardInfo,
     sha256_file,
 )
 from index.store import STORE_FILE, Store
 from index.tuning_truth import (
-    QUERIES_FILE,
     ShardTruth,
     is_tuning_file,
     load_queries,
@@ -54,7 +51,6 @@ from index.tuning_truth import (
 logger = logging.getLogger(__name__)
 
 SHARD_FILE = "shard_{:05d}.faiss"
-_TEMP = re.compile(r"^\..*\.tmp$")
 
 
 def prepare_vectors(vectors: Any, dim: int) -> np.ndarray:
@@ -152,7 +148,6 @@ class ShardWriter:
         append: bool = False,
     ) -> None:
         self.folder = Path(folder)
-        self._append = append
         if dim <= 0:
             raise ValueError(f"dim={dim}: must be positive")
         if shard_size <= 0:
@@ -210,7 +205,7 @@ class ShardWriter:
             build=build,
             extra=dict(extra or {}),
         )
-        self.manifest = self._open_folder(wanted)
+        self.manifest = open_build_folder(self.folder, wanted, append)
         if "append_base" in self.manifest.extra:
             self._tuning = False
         self._store: Store | None = None
@@ -220,7 +215,7 @@ class ShardWriter:
                 self._store = Store.create(path, kind)
             except FileExistsError:
                 self._store = Store.open(path, readonly=False)
-        self._template: faiss.Index | None = self._load_trained()
+        self._template: faiss.Index | None = load_trained(self.folder, self.manifest, self.factory, self.dim)
         self._queries: np.ndarray | None = self._load_queries()
         self._pending: list[_Chunk] = []
         self._pending_n = 0
@@ -336,7 +331,7 @@ class ShardWriter:
             self._store.close()
             self._store = None
         for p in self.folder.iterdir():
-            if is_tuning_file(p.name) or _TEMP.match(p.name):
+            if is_tuning_file(p.name) or TEMP_FILE.match(p.name):
                 p.unlink()
         return self.manifest
 
@@ -356,68 +351,6 @@ class ShardWriter:
             self.abort()
 
     # -- folder state -----------------------------------------------------------------------------------
-
-    def _open_folder(self, wanted: Manifest) -> Manifest:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        for p in self.folder.iterdir():
-            if _TEMP.match(p.name):  # leftovers of a killed os.replace-based write
-                p.unlink()
-        if not (self.folder / MANIFEST_FILE).exists():
-            ours = {STORE_FILE, TRAINED_FILE, STORE_FILE + "-journal", QUERIES_FILE}
-            strays = [
-                p.name for p in self.folder.iterdir() if p.name not in ours and not is_tuning_file(p.name)
-            ]
-            if strays:
-                raise FileExistsError(
-                    f"{self.folder} is not empty ({sorted(strays)[:5]}) and has no {MANIFEST_FILE}: choose an "
-                    "empty folder for a new database"
-                )
-            wanted.save(self.folder)
-            return wanted
-        have = Manifest.load(self.folder)
-        diffs = [
-            f"{key}: folder has {getattr(have, key)!r}, asked {getattr(wanted, key)!r}"
-            for key in ("kind", "dim", "space_id", "encoder_id", "factory")
-            if getattr(have, key) != getattr(wanted, key)
-        ]
-        diffs += [
-            f"build.{key}: folder has {have.build.get(key)!r}, asked {value!r}"
-            for key, value in wanted.build.items()
-            if have.build.get(key) != value
-        ]
-        if diffs:
-            raise IndexFormatError(
-                f"{self.folder / MANIFEST_FILE} holds a build with other settings ({'; '.join(diffs)}); resume "
-                "it with the same settings or use another folder"
-            )
-        if have.complete and self._append:
-            # Appending reopens a finished database: new shards follow, with the same trained quantizer.
-            have.complete = False
-            have.extra["append_base"] = have.inputs
-            have.save(self.folder)
-            logger.info(
-                "%s: appending after %d shards (%d items)", self.folder, len(have.shards), have.inputs
-            )
-        elif not have.complete:
-            logger.info("%s: resuming after %d shards (%d items)", self.folder, len(have.shards), have.inputs)
-        return have
-
-    def _load_trained(self) -> faiss.Index | None:
-        if self.nlist is None:
-            return make_index(self.factory, self.dim)
-        path = self.folder / TRAINED_FILE
-        if not path.exists():
-            if self.manifest.shards:
-                raise IndexFormatError(
-                    f"{path} is missing but shards exist; the folder is damaged: rebuild it"
-                )
-            return None
-        try:
-            return faiss.read_index(str(path))
-        except RuntimeError as exc:
-            raise IndexFormatError(
-                f"{path}: cannot read the trained index ({exc}); rebuild the database"
-            ) from exc
 
     def _load_queries(self) -> np.ndarray | None:
         if not self._tuning:
@@ -458,7 +391,7 @@ class ShardWriter:
         t0 = time.perf_counter()
         index = make_index(self.factory, self.dim)
         index.train(sample)
-        _write_index(index, self.folder / TRAINED_FILE)
+        write_index_atomic(index, self.folder / TRAINED_FILE)
         logger.info("trained %s on %d vectors in %.1f s", self.factory, len(sample), time.perf_counter() - t0)
         self._template = index
         self._open_shard()
@@ -535,7 +468,7 @@ class ShardWriter:
         assert self._shard is not None
         no = self._shard_no
         path = self.folder / SHARD_FILE.format(no)
-        _write_index(self._shard, path)
+        write_index_atomic(self._shard, path)
         if self._truth is not None:
             self._truth.save(self.folder, no)
         if self._store is not None:
@@ -625,16 +558,3 @@ def _row(row: Any) -> dict[str, Any]:
         ext = data.pop("id")
         data.setdefault("ext_id", ext)
     return data
-
-
-def _write_index(index: faiss.Index, path: Path) -> None:
-    """faiss.write_index through a temp file in the same folder, fsync and os.replace."""
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        faiss.write_index(index, str(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
