@@ -30,7 +30,7 @@ def _demo_missing() -> str | None:
         import ctranslate2  # noqa: F401
     except ImportError:
         return "ctranslate2 (the `demo` extra) is not installed: pip install 'samu-miner[demo]'"
-    from miner.encoders.whisper_ct2 import find_ct2_whisper_parts
+    from miner.encoders.whisper_packages import find_ct2_whisper_parts
 
     try:
         find_ct2_whisper_parts()

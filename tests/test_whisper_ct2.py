@@ -25,6 +25,7 @@ ctranslate2 = pytest.importorskip(
 from ctranslate2.converters.transformers import WhisperLoader  # noqa: E402
 
 from miner.encoders import whisper_ct2 as wc  # noqa: E402
+from miner.encoders import whisper_packages  # noqa: E402
 from miner.encoders.ct2_format import read_ct2_model  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 def _demo_weights_missing() -> str | None:
     try:
-        wc.find_ct2_whisper_parts()
+        whisper_packages.find_ct2_whisper_parts()
     except FileNotFoundError as err:
         return str(err)
     return None
@@ -167,9 +168,9 @@ def test_ct2_encode_rejects_bad_features(tiny: tuple[Path, WhisperForConditional
 
 
 def test_missing_packages_say_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(wc, "PART_DISTRIBUTIONS", ("samu-miner-no-such-package-part1",))
+    monkeypatch.setattr(whisper_packages, "PART_DISTRIBUTIONS", ("samu-miner-no-such-package-part1",))
     with pytest.raises(FileNotFoundError, match=r"pip install 'samu-miner\[demo\]'"):
-        wc.find_ct2_whisper_parts()
+        whisper_packages.find_ct2_whisper_parts()
     with pytest.raises(FileNotFoundError, match=r"samu-miner\[demo\]"):
         wc.offline_whisper_encoder_dir(tmp_path)
     assert not (tmp_path / "models").exists()
@@ -186,7 +187,7 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @needs_weights
 @pytest.mark.demo
 def test_find_parts_in_order() -> None:
-    parts = wc.find_ct2_whisper_parts()
+    parts = whisper_packages.find_ct2_whisper_parts()
     assert [p.name for p in parts] == ["model.bin.part1", "model.bin.part2"]
     assert all(p.stat().st_size > 0 for p in parts)
 
@@ -222,7 +223,7 @@ def test_real_conversion_loads_strict_and_is_cached(demo_root: Path) -> None:
     assert (cfg.num_mel_bins, cfg.max_source_positions, cfg.vocab_size) == (80, 1500, 51865)
     assert (cfg.eos_token_id, cfg.decoder_start_token_id) == (50257, 50258)
     WhisperEncoder(cfg).load_state_dict(safetensors_torch.load_file(d / "model.safetensors"), strict=True)
-    assert json.loads((d / "conversion.json").read_text())["packages"] == wc._source_versions()
+    assert json.loads((d / "conversion.json").read_text())["packages"] == whisper_packages.source_versions()
     mtime = (d / "model.safetensors").stat().st_mtime_ns
     assert wc.offline_whisper_encoder_dir(demo_root) == d
     assert (d / "model.safetensors").stat().st_mtime_ns == mtime  # not converted twice

