@@ -3,166 +3,22 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from miner.eval_databases import SearchFn
 
 log = logging.getLogger(__name__)
 
 eval_app = typer.Typer(
     help="Evaluate retrieval (R@1, R@5, WER) or calibrate a mining threshold.", no_args_is_help=True
 )
-
-SearchFn = Callable[[Any, int], tuple[Any, Any]]
-
-
-# -- databases ------------------------------------------------------------------------------------------------
-def _file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def exact_search(db: Any) -> SearchFn:
-    """Exact inner-product search over float32 (m, d) L2-normalised rows (faiss Flat, else numpy)."""
-    import numpy as np
-
-    db = np.ascontiguousarray(db, dtype=np.float32)
-    try:
-        import faiss
-    except ImportError:  # pragma: no cover - faiss is a dependency; numpy keeps this usable without it
-        faiss_index = None
-    else:
-        faiss_index = faiss.IndexFlatIP(db.shape[1])
-    if faiss_index is not None:
-        index = faiss_index
-        index.add(db)
-
-        def search(q: Any, k: int) -> tuple[Any, Any]:
-            return index.search(np.ascontiguousarray(q, dtype=np.float32), min(k, len(db)))
-
-        return search
-
-    def search_np(q: Any, k: int) -> tuple[Any, Any]:
-        sims = np.asarray(q, dtype=np.float32) @ db.T
-        k = min(k, len(db))
-        ids = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(sims, ids, axis=1), ids.astype(np.int64)
-
-    return search_np
-
-
-def corpus_database(
-    path: Path, text_encoder: Any, root: Path | None = None
-) -> tuple[SearchFn, Callable[[int], str]]:
-    """A corpus file (txt: one sentence per line, or tsv / jsonl / parquet) embedded once and searched exactly.
-
-    Embeddings are cached in ``<data root>/cache/corpus/<sha of the file>-<space id>.npy``.
-    """
-    import numpy as np
-
-    from miner.corpus import read_corpus
-    from miner.home import data_root
-
-    texts = [s.text for s in read_corpus(path)]
-    if not texts:
-        raise ValueError(f"corpus {path} holds no sentences")
-    cache = data_root(root) / "cache" / "corpus" / f"{_file_sha(path)[:16]}-{text_encoder.space_id}.npy"
-    emb = np.load(cache) if cache.is_file() else None
-    if emb is None or emb.shape != (len(texts), text_encoder.dim):
-        log.info("embedding %d sentences of %s (space %s)", len(texts), path, text_encoder.space_id)
-        emb = text_encoder.encode(texts, progress=True)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp.npy")
-        np.save(tmp, emb)
-        os.replace(tmp, cache)
-    else:
-        log.info("corpus embeddings from cache %s", cache)
-    return exact_search(emb), lambda i: texts[i]
-
-
-def named_database(
-    name: str, space_id: str, root: Path | None = None
-) -> tuple[SearchFn, Callable[[int], str]]:
-    """A text database built under the data root, opened as the API and ``miner search`` open it."""
-    from miner.databases import open_database, plan_databases
-    from miner.home import data_root
-
-    try:
-        (plan,) = plan_databases(data_root(root), [name], space_id)
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(
-            f"{exc}; or pass a corpus file (one sentence per line, or tsv / jsonl / parquet)"
-        ) from exc
-    db = open_database(plan.folder, plan.name)
-    if db.kind != "text":
-        raise ValueError(f"database {name!r} is a {db.kind} database; retrieval needs a text database here")
-    store = db.store
-
-    def id_to_text(i: int) -> str:
-        return str(store.get(i)["text"])
-
-    return db.index.search, id_to_text
-
-
-def is_speech_manifest(db: str) -> bool:
-    """True when ``db`` is a manifest file (TSV header or JSONL keys) with an ``audio`` column."""
-    path = Path(db).expanduser()
-    if not path.is_file() or path.suffix.lower() not in (".tsv", ".jsonl"):
-        return False
-    with path.open(encoding="utf-8") as f:
-        first = f.readline()
-    if path.suffix.lower() == ".tsv":
-        return "audio" in first.rstrip("\n").split("\t")
-    try:
-        return "audio" in json.loads(first)
-    except json.JSONDecodeError:
-        return False
-
-
-def speech_manifest_database(
-    path: Path, speech: Any, batch_size: int, root: Path | None = None
-) -> tuple[SearchFn, Callable[[int], str]]:
-    """The speech of a manifest as the search side (speech-to-speech retrieval); an item's text is its transcript.
-
-    Embeddings are cached in ``<data root>/cache/speech/<sha of the manifest>-<space id>.npy``.
-    """
-    import numpy as np
-
-    from miner.home import data_root
-    from miner.train.data import load_utterance_audio, read_manifest
-
-    utts = read_manifest(path, require_lang=False)
-    cache = (
-        data_root(root)
-        / "cache"
-        / "speech"
-        / f"{_file_sha(path)[:16]}-{speech.fingerprint}-{speech.space_id}.npy"
-    )
-    emb = np.load(cache) if cache.is_file() else None
-    if emb is None or emb.shape != (len(utts), speech.dim):
-        emb = speech.encode([load_utterance_audio(u) for u in utts], batch_size=batch_size, progress=True)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp.npy")
-        np.save(tmp, emb)
-        os.replace(tmp, cache)
-    texts = [u.text for u in utts]
-    return exact_search(emb), lambda i: texts[i]
-
-
-def open_database(db: str, text_encoder: Any) -> tuple[SearchFn, Callable[[int], str]]:
-    path = Path(db).expanduser()
-    if path.is_file():
-        return corpus_database(path, text_encoder)
-    return named_database(db, text_encoder.space_id)
 
 
 # -- retrieval ------------------------------------------------------------------------------------------------
@@ -224,6 +80,7 @@ def retrieval(
     """Speech-to-text retrieval: R@1, R@k and WER of the top-1 text per language, as in the paper's tables."""
     from miner.encoders.samu import load_speech_encoder
     from miner.encoders.text import load_text_encoder_for
+    from miner.eval_databases import is_speech_manifest, open_database, speech_manifest_database
     from miner.evaluate import evaluate_retrieval, format_table
     from miner.spaces import check_same_space
     from miner.train.data import load_utterance_audio, read_manifest
