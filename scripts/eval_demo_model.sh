@@ -3,8 +3,8 @@
 # Usage: scripts/eval_demo_model.sh [MODEL_DIR] [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODEL=${1:-runs/demo_more3/final}
-OUT=${2:-runs/demo_more3/eval}
+MODEL=${1:-runs/demo_more4/final}
+OUT=${2:-runs/demo_more4/eval}
 RUN=work/demo_run
 mkdir -p "$OUT"
 # X->EN speech-to-text against >= 5,000 English sentences (all test meanings + held-out distractors), with topline.

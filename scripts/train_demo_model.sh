@@ -2,7 +2,7 @@
 # Reproduce the offline demo SAMU model from scratch (text -> speech -> manifests -> training -> assets).
 # Needs: the demo extra (pip install -e ".[demo]"), espeak-ng (apt-get install espeak-ng).
 # Time on a 2-core CPU: text ~5 min, speech ~30 min, backbone frames ~2 h 20 min (141k clips, computed by the
-# stages that first need them), teacher embeddings ~1 h, training ~3 h 30 in five warm-started stages
+# stages that first need them), teacher embeddings ~1 h, training ~4 h 15 in six warm-started stages
 # (~1.4-2.8 s per update). Disk: ~40 GB (clips ~14 GB, frame cache ~25 GB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,4 +22,5 @@ miner train scripts/demo_train_t3.toml     # stage 2: + T3 targets (runs/demo_t3
 miner train scripts/demo_train_more.toml   # stage 3: + 23k more clips (runs/demo_more)
 miner train scripts/demo_train_more2.toml  # stage 4: still more clips (runs/demo_more2)
 miner train scripts/demo_train_more3.toml  # stage 5: more clips, T3 negatives from all sources (runs/demo_more3)
-python scripts/package_demo_assets.py --model runs/demo_more3/final --data work/demo_run
+miner train scripts/demo_train_more4.toml  # stage 6: 1,200 more updates on stage 5's clips (runs/demo_more4)
+python scripts/package_demo_assets.py --model runs/demo_more4/final --data work/demo_run

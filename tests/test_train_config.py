@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -110,12 +111,16 @@ def test_adapter_settings_are_checked_only_when_an_adapter_is_asked_for() -> Non
 
 
 def test_demo_recipe_stages_chain_and_load(tmp_path: Path) -> None:
-    """scripts/train_demo_model.sh's five stages: each warm-starts from the previous one's final model, with
-    the same head, and every file is a valid config."""
+    """scripts/train_demo_model.sh's six stages: each warm-starts from the previous one's final model, with
+    the same head, and every file is a valid config; the script trains them in this order."""
     import tomllib
 
     scripts = Path(__file__).resolve().parents[1] / "scripts"
-    stages = [scripts / f"demo_train{suffix}.toml" for suffix in ("", "_t3", "_more", "_more2", "_more3")]
+    stages = [
+        scripts / f"demo_train{suffix}.toml" for suffix in ("", "_t3", "_more", "_more2", "_more3", "_more4")
+    ]
+    recipe = (scripts / "train_demo_model.sh").read_text(encoding="utf-8")
+    assert re.findall(r"^miner train scripts/(\S+\.toml)", recipe, re.M) == [p.name for p in stages]
     raw = [tomllib.loads(p.read_text(encoding="utf-8")) for p in stages]
     for before, after in zip(raw, raw[1:], strict=False):
         assert after["init_from"] == before["out_dir"] + "/final"
@@ -126,6 +131,7 @@ def test_demo_recipe_stages_chain_and_load(tmp_path: Path) -> None:
     assert raw[2]["train_manifest"].endswith("train_more.tsv")
     assert raw[3]["train_manifest"].endswith("train_more2.tsv")
     assert raw[4]["train_manifest"].endswith("train_more3.tsv") and raw[4]["translation_negatives"] == "all"
+    assert raw[5]["train_manifest"] == raw[4]["train_manifest"] and raw[5]["translation_negatives"] == "all"
     fake_model = tmp_path / "model"
     fake_model.mkdir()
     (fake_model / "config.json").write_text("{}")
