@@ -10,13 +10,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (the CUDA images' Ubuntu 22.04): the same parser as a package
+    import tomli as tomllib
 
 __all__ = ["ConfigError", "TrainConfig", "load_config", "apply_overrides", "parse_override"]
 
