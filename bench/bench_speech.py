@@ -1,13 +1,15 @@
 """Speech-side throughput on a GPU (or CPU): SAMU-XLSR embedding and training, each beside the raw library.
 
-    python bench/bench_speech.py [--size xlsr-300m|tiny] [--clips 256] [--out results.json]
+    python bench/bench_speech.py [--size xlsr-300m|whisper-base|tiny|tiny-whisper] [--clips 256] [--out F]
 
-The backbone is a randomly initialised wav2vec2 of XLS-R 300M's shape (24 layers, 1024 hidden, layer-norm CNN):
-speed depends on the shape, not the weights, and no hub is needed. Both parts go through the real code paths.
+The backbone is randomly initialised in the shape of XLS-R 300M (wav2vec2, 24 layers, 1024 hidden, layer-norm
+CNN; the paper's) or of Whisper base's encoder (6 layers, 512 hidden; the offline default's): speed depends on
+the shape, not the weights, and no hub is needed. Both parts go through the real code paths.
 
-- encode: ``SpeechEncoder.from_pretrained`` (wav2vec2 folder -> SAMU folder -> load) and ``encode`` over
-  ``--clips`` clips of random length, vs a plain ``Wav2Vec2Model`` forward with transformers' own feature
-  extractor over the same length-sorted batches, same autocast (bf16 on CUDA).
+- encode: ``SpeechEncoder.from_pretrained`` (backbone folder -> SAMU folder -> load) and ``encode`` over
+  ``--clips`` clips of random length, vs the plain transformers model called with its own feature extractor
+  (Whisper's pads every clip to 30 s; ours runs Whisper at the clip's length) over the same length-sorted
+  batches, same autocast (bf16 on CUDA).
 - train: ``miner.train.loop.train`` on WAV files (a few head-only updates, then the whole transformer, CNN
   frozen, as in the paper; amp on CUDA; cosine + InfoNCE on a small random teacher) vs a plain forward +
   backward + AdamW step of the same backbone on batches of the same padded size (``--batch-seconds``).
@@ -50,8 +52,19 @@ WORDS = [
 
 
 def backbone_config(size: str) -> Any:
-    """transformers Wav2Vec2Config of XLS-R 300M's shape (``xlsr-300m``) or a tiny one for a CPU smoke run."""
-    from transformers import Wav2Vec2Config
+    """The transformers config of a backbone shape: ``xlsr-300m``, ``whisper-base`` (its encoder; a one-layer
+    decoder, unused), or ``tiny`` / ``tiny-whisper`` for a CPU smoke run."""
+    from transformers import Wav2Vec2Config, WhisperConfig
+
+    if "whisper" in size:
+        base = size == "whisper-base"
+        return WhisperConfig(
+            d_model=512 if base else 32, encoder_layers=6 if base else 2, encoder_attention_heads=8 if base else 2,
+            encoder_ffn_dim=2048 if base else 64, decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64,
+            num_mel_bins=80, max_source_positions=1500, max_target_positions=32, vocab_size=64, pad_token_id=0,
+            bos_token_id=1, eos_token_id=2, decoder_start_token_id=3, suppress_tokens=None,
+            begin_suppress_tokens=None,
+        )  # fmt: skip
 
     common = dict(feat_extract_norm="layer", do_stable_layer_norm=True, mask_time_prob=0.0, vocab_size=8)
     if size == "xlsr-300m":
@@ -64,6 +77,43 @@ def backbone_config(size: str) -> Any:
         conv_dim=(32, 32, 32), conv_kernel=(10, 3, 3), conv_stride=(5, 2, 2),
         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, **common,
     )  # fmt: skip
+
+
+class PlainBackbone:
+    """The raw transformers model called with its own feature extractor, as its documentation shows."""
+
+    def __init__(self, folder: Path, device: torch.device, train: bool = False) -> None:
+        from transformers import AutoConfig
+
+        self.whisper = AutoConfig.from_pretrained(folder).model_type == "whisper"
+        self.device = device
+        if self.whisper:
+            from transformers import WhisperFeatureExtractor, WhisperModel
+
+            self.model: Any = WhisperModel.from_pretrained(folder).get_encoder()
+            self.extractor: Any = WhisperFeatureExtractor(feature_size=self.model.config.num_mel_bins)
+            frozen: tuple[str, ...] = ("conv1.", "conv2.", "embed_positions.")
+        else:
+            from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+            self.model = Wav2Vec2Model.from_pretrained(folder)
+            self.extractor = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
+            frozen = ("feature_extractor.",)
+        self.model.to(device).train(train)
+        for name, p in self.model.named_parameters():  # the CNN stays frozen, as in the trainer
+            p.requires_grad_(not name.startswith(frozen))
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def __call__(self, waves: list[np.ndarray]) -> torch.Tensor:
+        """Frames float (B, T, H) of a batch of 16 kHz waveforms."""
+        if self.whisper:  # Whisper's extractor pads (or cuts) every clip to 30 s
+            feats = self.extractor(waves, sampling_rate=SR, return_tensors="pt")
+            return self.model(feats["input_features"].to(self.device)).last_hidden_state
+        feats = self.extractor(waves, sampling_rate=SR, padding=True, return_tensors="pt")
+        mask = feats["attention_mask"].to(self.device)
+        return self.model(feats["input_values"].to(self.device), attention_mask=mask).last_hidden_state
 
 
 def random_clips(n: int, lo: float, hi: float, seed: int = 0) -> list[np.ndarray]:
@@ -95,22 +145,19 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
 
 
 def bench_encode(
-    w2v_dir: Path, root: Path, device: torch.device, clips: list[np.ndarray], bs: int, repeats: int
+    backbone_dir: Path, root: Path, device: torch.device, clips: list[np.ndarray], bs: int, repeats: int
 ) -> dict:
-    """Seconds of ``SpeechEncoder.encode`` and of a plain Wav2Vec2Model forward over the same batches."""
-    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
-
+    """Seconds of ``SpeechEncoder.encode`` and of the plain model's forward over the same batches."""
     from miner.encoders.batching import length_sorted_batches
     from miner.encoders.samu import SpeechEncoder
 
     samu_dir = root / "samu"
     if not samu_dir.exists():
-        SpeechEncoder.from_backbone(str(w2v_dir), dim=768, space_id="bench", teacher="bench").save_pretrained(
-            samu_dir
-        )
+        SpeechEncoder.from_backbone(
+            str(backbone_dir), dim=768, space_id="bench", teacher="bench"
+        ).save_pretrained(samu_dir)
     ours = SpeechEncoder.from_pretrained(samu_dir, device=str(device))
-    plain = Wav2Vec2Model.from_pretrained(w2v_dir).to(device).eval()
-    extractor = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
+    plain = PlainBackbone(backbone_dir, device)
     batches = list(length_sorted_batches([len(c) for c in clips], bs))
 
     def run_ours() -> None:
@@ -119,13 +166,7 @@ def bench_encode(
     def run_plain() -> None:
         with torch.inference_mode(), autocast(device):
             for idx in batches:
-                feats = extractor(
-                    [clips[i] for i in idx], sampling_rate=SR, padding=True, return_tensors="pt"
-                )
-                out = plain(
-                    feats["input_values"].to(device), attention_mask=feats["attention_mask"].to(device)
-                )
-                out.last_hidden_state.float().mean(1).cpu()
+                plain([clips[i] for i in idx]).float().mean(1).cpu()
         sync(device)
 
     # One untimed pass each (kernel choice, allocator growth for every batch shape), then interleaved timed
@@ -210,11 +251,9 @@ def padded_batches(clips: list[np.ndarray], batch_seconds: float, seed: int) -> 
 
 
 def bench_train(
-    w2v_dir: Path, root: Path, device: torch.device, clips: list[np.ndarray], args: argparse.Namespace
+    backbone_dir: Path, root: Path, device: torch.device, clips: list[np.ndarray], args: argparse.Namespace
 ) -> dict:
     """Utterances per second of the real trainer's full phase and of a plain fine-tuning step of the backbone."""
-    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
-
     from miner.train.config import load_config
     from miner.train.loop import train
 
@@ -222,7 +261,7 @@ def bench_train(
     out_dir = root / "run"
     head_only = 3
     cfg = load_config(None, [
-        f"train_manifest={manifest}", f"backbone={w2v_dir}", f"teacher={random_teacher(root)}",
+        f"train_manifest={manifest}", f"backbone={backbone_dir}", f"teacher={random_teacher(root)}",
         f"out_dir={out_dir}", f"max_updates={head_only + args.train_updates}", f"head_only_updates={head_only}",
         f"batch_seconds={args.batch_seconds}", "log_every=5", "save_every=0", "eval_every=0", "num_workers=4",
         "peak_lr=1e-4", "contrastive_weight=1.0", "center_targets=true", "amp=true",
@@ -236,18 +275,14 @@ def bench_train(
     full = [r for r in rows if r.get("phase") == "full" and "utt_per_s" in r]
     ours_utt_s = float(np.median([r["utt_per_s"] for r in full[1:] or full]))  # first window holds warm-up
 
-    plain = Wav2Vec2Model.from_pretrained(w2v_dir).to(device).train()
-    plain.freeze_feature_encoder()
-    opt = torch.optim.AdamW([p for p in plain.parameters() if p.requires_grad], lr=1e-4)
-    extractor = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
+    plain = PlainBackbone(backbone_dir, device, train=True)
+    opt = torch.optim.AdamW(plain.parameters(), lr=1e-4)
     batches = padded_batches(clips, args.batch_seconds, seed=0)
 
     def step() -> int:
         idx = next(batches)
-        feats = extractor([clips[i] for i in idx], sampling_rate=SR, padding=True, return_tensors="pt")
         with autocast(device):
-            out = plain(feats["input_values"].to(device), attention_mask=feats["attention_mask"].to(device))
-            loss = out.last_hidden_state.float().mean(1).pow(2).mean()
+            loss = plain([clips[i] for i in idx]).float().mean(1).pow(2).mean()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -270,7 +305,9 @@ def bench_train(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", choices=["xlsr-300m", "tiny"], default="xlsr-300m")
+    ap.add_argument(
+        "--size", choices=["xlsr-300m", "whisper-base", "tiny", "tiny-whisper"], default="xlsr-300m"
+    )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--clips", type=int, default=256)
     ap.add_argument("--min-seconds", type=float, default=2.0)
@@ -281,7 +318,7 @@ def main() -> None:
     ap.add_argument("--batch-seconds", type=float, default=320.0)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    from transformers import Wav2Vec2Model
+    from transformers import Wav2Vec2Model, WhisperModel
 
     device = torch.device(args.device)
     clips = random_clips(args.clips, args.min_seconds, args.max_seconds)
@@ -292,11 +329,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         torch.manual_seed(0)
-        Wav2Vec2Model(backbone_config(args.size)).save_pretrained(root / "w2v2")
+        model_class = WhisperModel if "whisper" in args.size else Wav2Vec2Model
+        model_class(backbone_config(args.size)).save_pretrained(root / "backbone")
         for bs in [int(b) for b in args.batch_sizes.split(",")]:
-            result["encode"].append(bench_encode(root / "w2v2", root, device, clips, bs, args.repeats))
+            result["encode"].append(bench_encode(root / "backbone", root, device, clips, bs, args.repeats))
         if args.train_updates > 0:
-            result["train"] = bench_train(root / "w2v2", root, device, clips, args)
+            result["train"] = bench_train(root / "backbone", root, device, clips, args)
     print(f"\n{result['device']}, torch {result['torch']}, backbone {args.size} (random init)\n")
     print("| encode | batch | audio/s (x real time) ours | plain | ours/plain time | work GiB ours / plain |")
     print("|---|---|---|---|---|---|")
