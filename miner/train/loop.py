@@ -36,12 +36,13 @@ from miner.train import checkpoint as ckpt
 from miner.train.card import MODEL_CARD, model_card
 from miner.train.config import RESUME_NEUTRAL, TrainConfig
 from miner.train.data import Utterance, UtteranceBatches, bucket_batches, read_manifest
+from miner.train.dev_metrics import dev_recall_at_1, dev_recall_at_1_translations
 from miner.train.objectives import MASK_FRAME_SECONDS, configure_time_masking, distill_loss
 from miner.train.processes import Processes
 from miner.train.sampling import LanguageSampler, language_probs
 from miner.train.schedule import TriStage, tri_stage_scheduler
 from miner.train.student import Student, build_model, to_device
-from miner.train.targets import build_targets, normalise_rows
+from miner.train.targets import build_targets
 
 if TYPE_CHECKING:
     from miner.train.features import FrameCache
@@ -386,14 +387,10 @@ class _Trainer:
         self.model.train()
         z_all = np.empty((len(self.dev), self.dim), dtype=np.float32)
         z_all[np.concatenate(order)] = np.concatenate(rows)
-        targets = normalise_rows(np.asarray(self.dev_targets, dtype=np.float32))
-        self.dev_r1 = float(np.mean((z_all @ targets.T).argmax(1) == np.arange(len(self.dev))))
+        self.dev_r1 = dev_recall_at_1(z_all, self.dev_targets)
         self.dev_r1_en: float | None = None
         if self.dev_trans_targets is not None and self.dev_trans_ids is not None:
-            ids = self.dev_trans_ids
-            first = np.unique(ids, return_index=True)[1]  # one row per distinct translation, in id order
-            distinct = normalise_rows(np.asarray(self.dev_trans_targets[first], dtype=np.float32))
-            self.dev_r1_en = float(np.mean((z_all @ distinct.T).argmax(1) == ids))
+            self.dev_r1_en = dev_recall_at_1_translations(z_all, self.dev_trans_targets, self.dev_trans_ids)
         return total / n
 
     def _log_metrics(self, record: dict[str, Any]) -> None:
