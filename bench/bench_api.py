@@ -36,21 +36,17 @@ import asyncio
 import http.client
 import json
 import logging
-import multiprocessing as mp
 import os
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
+from api_harness import InProcess, free_port, pin, start_server, wait_ready
 
 log = logging.getLogger("bench_api")
 
@@ -105,135 +101,6 @@ def build_synthetic_db(home: Path, name: str, size: int, dim: int, space_id: str
     rows = [{"id": f"syn{i}", "text": f"synthetic sentence {i}", "lang": "xx"} for i in range(size)]
     build_index(home / name, vectors, rows, space_id=space_id, kind="text", factory="Flat")
     log.info("built synthetic database %s: %d x %d in space %s", home / name, size, dim, space_id)
-
-
-def _pin(cpus: set[int] | None) -> None:
-    """Restrict the calling process (its threads created from now on) to ``cpus`` (Linux; like ``taskset``)."""
-    if cpus:
-        os.sched_setaffinity(0, cpus)
-
-
-def _in_process_worker(conn: Connection, args: argparse.Namespace) -> None:
-    """The API's work without HTTP, in a process of its own pinned like the server: decode the same bytes,
-    encode one clip, search, fetch rows. Answers ``("run", i)`` with the seconds request ``i`` took."""
-    logging.basicConfig(level=logging.WARNING)
-    from api.audio_input import decode_upload
-    from miner.databases import open_database
-    from miner.encoders.samu import load_speech_encoder
-
-    # Load in a helper thread that stays alive, as the server loads in its executor thread. libgomp (torch's
-    # OpenMP) spin-waits hard while only one thread has ever run torch ops and much less once a second one
-    # has; on a busy CPU the first case made the same encode up to 10x slower here (0.9 s vs 90 ms).
-    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load")
-    speech = loader.submit(load_speech_encoder, args.speech_model, device=args.device).result()
-    conn.send((speech.model_id, str(speech.device), speech.dim, speech.space_id))
-    folder, clips = conn.recv()
-    db = open_database(folder)
-    try:
-        while True:
-            msg = conn.recv()
-            if msg[0] == "stop":
-                break
-            data = clips[msg[1] % len(clips)]
-            t0 = time.perf_counter()
-            wav = decode_upload(data, max_seconds=args.max_audio_seconds)
-            vec = speech.encode([wav], batch_size=args.batch_size)
-            db.search(vec, args.k)  # ids, scores, margins and the stored rows, as the server returns
-            conn.send(time.perf_counter() - t0)
-    finally:
-        db.close()
-        loader.shutdown()
-
-
-class InProcess:
-    """Handle on the in-process baseline (a spawned process; see :func:`_in_process_worker`)."""
-
-    def __init__(self, args: argparse.Namespace, cpus: set[int] | None):
-        ctx = mp.get_context("spawn")  # a fresh interpreter: no torch state inherited from this process
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_in_process_worker, args=(child, args), daemon=True)
-        # Pinned from its first instruction, as the server is: OpenBLAS, libgomp and torch size their thread
-        # pools from the CPUs allowed when they load (numpy loads before any code of ours could pin it);
-        # pinning later left numpy's 2-thread OpenBLAS in the baseline and made it ~20% slower than the server.
-        allowed = os.sched_getaffinity(0)
-        _pin(cpus)
-        try:
-            self._proc.start()
-        finally:
-            os.sched_setaffinity(0, allowed)
-        self.model_id, self.device, self.dim, self.space_id = self._conn.recv()
-
-    def open(self, folder: Path, clips: list[bytes]) -> None:
-        self._conn.send((str(folder), clips))
-
-    def run(self, i: int) -> float:
-        self._conn.send(("run", i))
-        return float(self._conn.recv())
-
-    def close(self) -> None:
-        if self._proc.is_alive():
-            self._conn.send(("stop",))
-            self._proc.join(timeout=60)
-        if self._proc.is_alive():
-            self._proc.kill()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(
-    args: argparse.Namespace, home: Path, db: str, port: int, cpus: set[int] | None
-) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "MINER_HOME": str(home),
-            "MINER_DATABASES": db,
-            "MINER_BATCH_SIZE": str(args.batch_size),
-            "MINER_BATCH_WAIT_MS": str(args.batch_wait_ms),
-            "MINER_MAX_AUDIO_SECONDS": str(args.max_audio_seconds),
-            "MINER_MAX_K": str(max(args.k, 100)),
-            "MINER_API_KEYS": "",
-            "MINER_QUEUE_SIZE": str(max(256, 4 * max(args.concurrency))),
-        }
-    )
-    for key, value in (
-        ("MINER_SPEECH_MODEL", args.speech_model),
-        ("MINER_TEXT_MODEL", args.text_model),
-        ("MINER_DEVICE", args.device),
-    ):
-        if value:
-            env[key] = value
-    code = (
-        "import logging; logging.basicConfig(level=logging.INFO);"
-        "from miner.commands.serve import serve_command;"
-        f"serve_command('127.0.0.1', {port}, log_level='warning')"
-    )
-    return subprocess.Popen([sys.executable, "-c", code], env=env, preexec_fn=lambda: _pin(cpus))
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(
-                f"the server exited with code {proc.returncode} before it was ready (see its log)"
-            )
-        try:
-            r = httpx.get(f"{url}/readyz", timeout=5)
-            if r.status_code == 200:
-                return
-            if r.json().get("status") == "failed":
-                raise SystemExit(f"the server failed to load: {r.json().get('detail')}")
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"the server was not ready within {timeout:.0f} s")
 
 
 def encode_uploads(db: str, k: int, clips: list[bytes]) -> list[tuple[bytes, dict[str, str]]]:
@@ -458,11 +325,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if not args.db:
                 build_synthetic_db(home, db, args.synthetic_size, inproc.dim, inproc.space_id, args.seed)
             inproc.open(home / db, clips)
-            port = _free_port()
+            port = free_port()
             url = f"http://127.0.0.1:{port}"
             proc = start_server(args, home, db, port, args.server_cpus)
             wait_ready(url, proc, args.ready_timeout)
-            _pin(args.client_cpus)  # after the spawns: this thread alone runs the client
+            pin(args.client_cpus)  # after the spawns: this thread alone runs the client
             local, remote, pairs = paired_run(args, url, db, clips, inproc)
             inproc.close()  # frees its model before the load runs
             api = {1: remote, **bench_server(args, url, db, clips)}
