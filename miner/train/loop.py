@@ -33,9 +33,10 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from miner.train import checkpoint as ckpt
+from miner.train.batches import batch_stream, open_frame_caches, process_batches
 from miner.train.card import MODEL_CARD, model_card
 from miner.train.config import RESUME_NEUTRAL, TrainConfig
-from miner.train.data import Utterance, UtteranceBatches, bucket_batches, read_manifest
+from miner.train.data import Utterance, bucket_batches, read_manifest
 from miner.train.dev_metrics import dev_recall_at_1, dev_recall_at_1_translations
 from miner.train.objectives import MASK_FRAME_SECONDS, configure_time_masking, distill_loss
 from miner.train.processes import Processes
@@ -155,7 +156,6 @@ class _Trainer:
     def _build_sampler(self) -> None:
         cfg = self.cfg
         durations = np.array([u.duration for u in self.train_utts])
-        self.durations = durations
 
         def batcher(indices: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
             return bucket_batches(indices, durations, cfg.batch_seconds, rng)
@@ -256,49 +256,26 @@ class _Trainer:
         self, utts: list[Utterance], rows: dict[str, np.ndarray], batches: list[np.ndarray]
     ) -> Iterator[dict[str, Any]]:
         """Batches of model inputs plus ``rows`` (per-row arrays: targets, text_ids, ...) sliced to each batch."""
-        if self.frames is not None:
-            cache = self.frames if utts is self.train_utts else self.dev_frames
-            assert cache is not None  # built for train and dev together
-            for idx in batches:
-                yield {
-                    **cache.batch(idx.tolist()),
-                    **{k: torch.from_numpy(np.ascontiguousarray(v[idx])) for k, v in rows.items()},
-                    "n": len(idx),
-                    "seconds": float(self._durations_of(utts)[idx].sum()),
-                }
-            return
-        data = UtteranceBatches(utts, rows, batches, self.model.backbone.prepare)
-        # Its own generator: creating a loader must not draw from the global RNG (exact resume).
-        loader = torch.utils.data.DataLoader(
-            data,
-            batch_size=None,
-            shuffle=False,
+        frames = self.frames if utts is self.train_utts else self.dev_frames
+        assert (frames is None) == (self.frames is None)  # cached frames are built for train and dev together
+        return batch_stream(
+            utts,
+            rows,
+            batches,
+            frames=frames,
+            prepare=self.model.backbone.prepare,
             num_workers=self.cfg.num_workers,
             pin_memory=self.device.type == "cuda",
-            generator=torch.Generator().manual_seed(self.cfg.seed),
+            seed=self.cfg.seed,
         )
-        yield from loader
-
-    def _durations_of(self, utts: list[Utterance]) -> np.ndarray:
-        return self.durations if utts is self.train_utts else np.array([u.duration for u in utts])
 
     def _train_batches(self) -> Generator[dict[str, Any], None, None]:
-        """This process's batches, forever; the sampler position counts batches of all processes."""
-        s, world, rank = self.sampler, self.procs.world, self.procs.rank
-        while True:
-            if s.remaining() < world:
-                s.next_epoch()
-                if s.remaining() < world:
-                    raise ValueError(
-                        f"an epoch holds {s.remaining()} batches, fewer than {world} processes: "
-                        "lower batch_seconds or raise epoch_size"
-                    )
-            plan, pos = s.epoch_batches(s.epoch), s.position
-            rounds = (len(plan) - pos) // world
-            mine = [plan[pos + r * world + rank] for r in range(rounds)]
-            for batch in self._loader(self.train_utts, self.train_rows, mine):
-                s.advance(world)  # before the yield: a checkpoint taken after this step skips this batch
-                yield batch
+        return process_batches(
+            self.sampler,
+            self.procs.world,
+            self.procs.rank,
+            lambda mine: self._loader(self.train_utts, self.train_rows, mine),
+        )
 
     # -- steps ---------------------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -451,31 +428,18 @@ class _Trainer:
         return self._finish(final_dev)
 
     def _build_frame_cache(self) -> None:
-        from miner.train.features import FrameCache
-
         if self.cfg.mask_time_prob > 0:
             log.info("cached frames come from the backbone in eval mode: no time masking or backbone dropout")
-
-        for turn in (0, 1):
-            if (turn == 0) == self.procs.main:
-                self.frames = FrameCache.build_or_open(
-                    self.model,
-                    self.train_utts,
-                    self.cfg.cache_path,
-                    self.cfg.batch_seconds,
-                    self.device,
-                    self.procs.main,
-                )
-                if self.dev:
-                    self.dev_frames = FrameCache.build_or_open(
-                        self.model,
-                        self.dev,
-                        self.cfg.cache_path,
-                        self.cfg.batch_seconds,
-                        self.device,
-                        self.procs.main,
-                    )
-            self.procs.barrier()
+        self.frames, self.dev_frames = open_frame_caches(
+            self.model,
+            self.train_utts,
+            self.dev,
+            self.cfg.cache_path,
+            self.cfg.batch_seconds,
+            self.device,
+            self.procs.main,
+            self.procs.barrier,
+        )
 
     def _log_window(self, window: dict[str, float], stats: dict[str, float], bar: tqdm) -> None:
         loss, cos_loss, n, utts = self.procs.sum(
