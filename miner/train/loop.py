@@ -181,7 +181,12 @@ class _Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            student = DistributedDataParallel(student, device_ids=ids)
+            # LayerDrop (wav2vec2's layerdrop) skips other layers in each process: their parameters get no
+            # gradient there, and DDP must be told to look for them or the gradient all-reduces mismatch.
+            config = self.model.backbone.config
+            layerdrop = max(float(getattr(config, k, 0.0) or 0.0) for k in ("layerdrop", "encoder_layerdrop"))
+            unused = full and layerdrop > 0
+            student = DistributedDataParallel(student, device_ids=ids, find_unused_parameters=unused)
         self.student = student
         if full:
             log.info(
