@@ -1,4 +1,4 @@
-"""Distributed training (DDP over gloo on CPU): two processes train one model, as under ``torchrun``."""
+"""Distributed training under torchrun (DDP over gloo on CPU): two processes train one model."""
 
 from __future__ import annotations
 
@@ -15,14 +15,20 @@ from tests._train_fixtures import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TRAIN = """
-import sys
-from pathlib import Path
-from tests._train_fixtures import make_config
-from miner.train.loop import train
-corpus, backbone, teacher, out = map(Path, sys.argv[1:5])
-train(make_config(corpus, backbone, teacher, out, max_updates=4, head_only_updates=2, save_every=2,
-                  num_workers=0, mask_time_prob=0.0))
+CONFIG = """
+train_manifest = "{corpus}"
+backbone = "{backbone}"
+teacher = "{teacher}"
+out_dir = "{out}"
+max_updates = 4
+head_only_updates = 2
+peak_lr = 3e-3
+batch_seconds = 2.0
+log_every = 1
+save_every = 2
+eval_every = 0
+num_workers = 0
+mask_time_prob = 0.0
 """
 
 
@@ -46,23 +52,18 @@ def test_two_processes_train_one_model(
     from miner.encoders.samu import SpeechEncoder
 
     backbone_dir = tiny_wav2vec2_dir if backbone == "wav2vec2" else tiny_whisper_dir
-    port, out = free_port(), tmp_path / "run"
-    procs = []
-    for rank in (0, 1):
-        env = {
-            **os.environ,
-            "WORLD_SIZE": "2",
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-        }
-        args = [sys.executable, "-c", TRAIN, str(corpus), str(backbone_dir), str(spread_st_dir), str(out)]
-        procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    logs = [p.communicate(timeout=600)[0].decode(errors="replace") for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(log[-3000:] for log in logs)
+    out, config = tmp_path / "run", tmp_path / "ddp.toml"
+    config.write_text(CONFIG.format(corpus=corpus, backbone=backbone_dir, teacher=spread_st_dir, out=out))
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+    }
+    # The README's command: torchrun starts one process per device and sets RANK, WORLD_SIZE, MASTER_*.
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    args = [*torchrun, "--master_port", str(free_port()), "-m", "miner", "train", str(config)]
+    run = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     losses = [m["loss"] for m in read_metrics(out) if "loss" in m]
     assert len(losses) == 4 and all(math.isfinite(x) for x in losses)  # rank 0 alone writes the metrics
     for step in ("step_000002", "step_000004"):
