@@ -70,3 +70,30 @@ def test_two_processes_train_one_model(
         ckpt = out / "checkpoints" / step
         assert {p.name for p in ckpt.glob("rng_state_*.pt")} == {"rng_state_0.pt", "rng_state_1.pt"}
     assert SpeechEncoder.from_pretrained(out / "final").dim == 16
+
+
+@pytest.mark.slow
+def test_a_distributed_run_resumes_exactly(
+    corpus: Path, tiny_wav2vec2_dir: Path, spread_st_dir: Path, tmp_path: Path
+) -> None:
+    """Killed after its step-2 checkpoint, the two-process run continues with the same losses."""
+    import shutil
+
+    def run(out: Path) -> list[float]:
+        config = tmp_path / f"{out.name}.toml"
+        config.write_text(
+            CONFIG.format(corpus=corpus, backbone=tiny_wav2vec2_dir, teacher=spread_st_dir, out=out)
+        )
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+        args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port"]
+        args += [str(free_port()), "-m", "miner", "train", str(config)]
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return [m["loss"] for m in read_metrics(out) if "loss" in m]
+
+    whole = run(tmp_path / "a")
+    shutil.copytree(
+        tmp_path / "a" / "checkpoints" / "step_000002", tmp_path / "b" / "checkpoints" / "step_000002"
+    )
+    resumed = run(tmp_path / "b")
+    assert resumed == whole[2:]  # steps 3 and 4, bit for bit, LayerDrop and dropout draws included
