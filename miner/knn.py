@@ -28,10 +28,10 @@ SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 """``search_fn(queries (q, d) float32, k) -> (D (q, k) float32, I (q, k) int64)``: best first, global ids."""
 
 BACKWARD_INDEXES = ("auto", "flat", "ivf")
-# auto: IVF where queries x sources x dim reaches this. Measured on 2 threads (docs/benchmarks.md): 7.0e14
+# auto: IVF where queries x sources x dim reaches this. Measured on 2 threads (docs/benchmarks.md): 7.0e11
 # (real 384-d e5, 92k sources, 20k queries) flat 11.9 s vs IVF 11.3 s, no gain for 2% of the pairs changed;
-# 4.8e15 (768-d, 50k x 124k) flat 33.9 s vs IVF 29.5 s (nprobe 32); 1.4e16 (100k x 188k) 99.9 s vs 45.0 s.
-IVF_MIN_WORK = 4e15
+# 4.8e12 (768-d, 50k x 124k) flat 33.9 s vs IVF 29.5 s (nprobe 32); 1.4e13 (100k x 188k) 99.9 s vs 45.0 s.
+IVF_MIN_WORK = 4e12
 BACKWARD_NPROBE = 16
 _MIN_POINTS_PER_LIST = 39  # faiss warns below this many training points per centroid
 

@@ -37,8 +37,8 @@ def mine_command(
     backward_index: str = typer.Option(
         "auto",
         help="auto | flat | ivf: index over the segments for backward kNN (auto: IVF once targets x segments "
-        "x dim reaches 4e15, where it halves that step; approximate: ~2% of pairs changed on real embeddings; "
-        "flat: exact).",
+        "x dim reaches 4e12, ~45k segments at 768-d; it halved that step at 100k; approximate: ~2% of pairs "
+        "changed on real embeddings; flat: exact).",
     ),
     batch_size: int = typer.Option(8, min=1, help="Clips per speech-encoder forward pass."),
     home: Path | None = typer.Option(None, help="Data root (default $MINER_HOME or ./data)."),
