@@ -22,7 +22,7 @@ import numpy as np
 
 from miner.mine_inputs import normalised
 
-__all__ = ["BACKWARD_INDEXES", "IVF_MIN_WORK", "SearchFn", "backward_knn", "knn", "source_index"]
+__all__ = ["BACKWARD_INDEXES", "IVF_MIN_WORK", "SearchFn", "backward_knn", "ivf_pays", "knn", "source_index"]
 
 SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 """``search_fn(queries (q, d) float32, k) -> (D (q, k) float32, I (q, k) int64)``: best first, global ids."""
@@ -136,8 +136,8 @@ def source_index(
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, d = x.shape
     nlist = ivf_nlist(n)
-    work = float(n if n_queries is None else n_queries) * n * d
-    use_ivf = backward_index == "ivf" or (backward_index == "auto" and work >= IVF_MIN_WORK)
+    queries = n if n_queries is None else n_queries
+    use_ivf = backward_index == "ivf" or (backward_index == "auto" and ivf_pays(n, queries, d))
     if not use_ivf or nlist < 64:
         flat = faiss.IndexFlatIP(d)
         flat.add(x)
@@ -153,6 +153,12 @@ def source_index(
     ivf.add(x)
     ivf.nprobe = min(nprobe, nlist)
     return ivf
+
+
+def ivf_pays(n_sources: int, n_queries: int, dim: int) -> bool:
+    """``auto``'s rule: an IVF index over the sources once a flat search would do :data:`IVF_MIN_WORK`
+    multiply-adds (queries x sources x dim)."""
+    return float(n_queries) * n_sources * dim >= IVF_MIN_WORK
 
 
 def ivf_nlist(n: int) -> int:

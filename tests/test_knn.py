@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from miner.knn import IVF_MIN_WORK, source_index
+from miner.knn import IVF_MIN_WORK, ivf_pays, source_index
 from miner.mine import mine_embeddings
 
 
@@ -46,6 +46,21 @@ def test_auto_follows_the_work_and_ivf_on_request(data: tuple[np.ndarray, np.nda
     assert isinstance(source_index(x[:1000], "ivf"), faiss.IndexFlatIP)  # too few rows to train 64 lists
     with pytest.raises(ValueError, match="backward_index 'hnsw': use one of auto, flat, ivf"):
         source_index(x, "hnsw")
+
+
+@pytest.mark.parametrize(
+    ("sources", "queries", "dim", "ivf"),
+    [
+        (92_442, 19_763, 384, False),  # real e5 vectors: flat 11.9 s, IVF 11.3 s and 2% of the pairs changed
+        (50_000, 123_811, 768, True),  # synthetic: flat 33.9 s, IVF 29.5 s (nprobe 32), same pairs
+        (100_000, 187_965, 768, True),  # synthetic: flat 99.9 s, IVF 45.0 s (nprobe 16), one pair fewer
+        (1_000_000, 2_500_000, 768, True),
+        (5_000, 20_000, 768, False),
+    ],
+)
+def test_auto_rule_matches_the_measured_cases(sources: int, queries: int, dim: int, ivf: bool) -> None:
+    """The cases of docs/benchmarks.md ("Margin step at scale") fall on the side their timings chose."""
+    assert ivf_pays(sources, queries, dim) is ivf
 
 
 def test_ivf_neighbours_are_close_to_exact(data: tuple[np.ndarray, np.ndarray]) -> None:
