@@ -38,6 +38,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def torchrun_train(corpus: Path, backbone: Path, teacher: Path, out: Path) -> list[float]:
+    """Train CONFIG as the README says, in two torchrun processes; the losses rank 0 logged."""
+    config = out.parent / f"{out.name}.toml"
+    config.write_text(CONFIG.format(corpus=corpus, backbone=backbone, teacher=teacher, out=out))
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+    }
+    # torchrun starts one process per device and sets RANK, WORLD_SIZE, MASTER_ADDR / MASTER_PORT.
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    args = [*torchrun, "--master_port", str(free_port()), "-m", "miner", "train", str(config)]
+    run = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return [m["loss"] for m in read_metrics(out) if "loss" in m]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["wav2vec2", "whisper"])
 def test_two_processes_train_one_model(
@@ -52,19 +69,8 @@ def test_two_processes_train_one_model(
     from miner.encoders.samu import SpeechEncoder
 
     backbone_dir = tiny_wav2vec2_dir if backbone == "wav2vec2" else tiny_whisper_dir
-    out, config = tmp_path / "run", tmp_path / "ddp.toml"
-    config.write_text(CONFIG.format(corpus=corpus, backbone=backbone_dir, teacher=spread_st_dir, out=out))
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-    }
-    # The README's command: torchrun starts one process per device and sets RANK, WORLD_SIZE, MASTER_*.
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    args = [*torchrun, "--master_port", str(free_port()), "-m", "miner", "train", str(config)]
-    run = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    losses = [m["loss"] for m in read_metrics(out) if "loss" in m]
+    out = tmp_path / "run"
+    losses = torchrun_train(corpus, backbone_dir, spread_st_dir, out)
     assert len(losses) == 4 and all(math.isfinite(x) for x in losses)  # rank 0 alone writes the metrics
     for step in ("step_000002", "step_000004"):
         ckpt = out / "checkpoints" / step
@@ -79,21 +85,9 @@ def test_a_distributed_run_resumes_exactly(
     """Killed after its step-2 checkpoint, the two-process run continues with the same losses."""
     import shutil
 
-    def run(out: Path) -> list[float]:
-        config = tmp_path / f"{out.name}.toml"
-        config.write_text(
-            CONFIG.format(corpus=corpus, backbone=tiny_wav2vec2_dir, teacher=spread_st_dir, out=out)
-        )
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-        args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port"]
-        args += [str(free_port()), "-m", "miner", "train", str(config)]
-        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        return [m["loss"] for m in read_metrics(out) if "loss" in m]
-
-    whole = run(tmp_path / "a")
+    whole = torchrun_train(corpus, tiny_wav2vec2_dir, spread_st_dir, tmp_path / "a")
     shutil.copytree(
         tmp_path / "a" / "checkpoints" / "step_000002", tmp_path / "b" / "checkpoints" / "step_000002"
     )
-    resumed = run(tmp_path / "b")
+    resumed = torchrun_train(corpus, tiny_wav2vec2_dir, spread_st_dir, tmp_path / "b")
     assert resumed == whole[2:]  # steps 3 and 4, bit for bit, LayerDrop and dropout draws included
