@@ -4,7 +4,8 @@ Reads ``parallel.tsv`` (from ``gather_parallel_text.py``), speaks every translat
 with a voice variant, rate and pitch drawn from an RNG seeded by the utterance id, and writes::
 
     <data>/audio/<lang>/<id>.flac          16 kHz mono PCM_16 FLAC
-    <data>/{train,dev,test}.tsv            id  audio  lang  text  translation  meaning_id  duration
+    <data>/{train,dev,test}.tsv            id  audio  lang  text  translation  meaning_id  duration  synth  voice
+                                           augment
 
 ``audio`` is relative to the manifest's folder; ``translation`` is the English source sentence. Manifests are
 plain TSV without quoting (no field holds a tab or newline) and list only clips that exist.
@@ -20,7 +21,6 @@ temporary name and renamed. Run it niced, with at most two workers on a shared m
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import multiprocessing as mp
 import os
@@ -39,10 +39,12 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from miner.voices.espeak import DEFAULT_WPM, ESPEAK, espeak_pitch_ratio, espeak_wave
+from miner.voices.manifest import voice_cell
+
 log = logging.getLogger("synthesize_speech")
 
 SAMPLE_RATE = 16000
-ESPEAK = "/usr/bin/espeak-ng"
 # espeak-ng voice per language column; English alternates between American and British voices.
 VOICES: dict[str, tuple[str, ...]] = {
     "en": ("en-us", "en-gb"),
@@ -65,7 +67,9 @@ VARIANTS = tuple(f"m{i}" for i in range(1, 8)) + tuple(f"f{i}" for i in range(1,
 RATE_RANGE = (130, 190)  # words per minute
 PITCH_RANGE = (30, 70)  # espeak-ng 0..99
 SPLIT_ORDER = ("test", "dev", "train")
-MANIFEST_HEADER = ("id", "audio", "lang", "text", "translation", "meaning_id", "duration")
+MANIFEST_HEADER = (
+    "id", "audio", "lang", "text", "translation", "meaning_id", "duration", "synth", "voice", "augment",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -108,31 +112,6 @@ def voice_settings(utt_id: str, lang: str, seed: int) -> tuple[str, int, int]:
     voice = rng.choice(VOICES[lang])
     variant = rng.choice(VARIANTS)
     return f"{voice}+{variant}", rng.randint(*RATE_RANGE), rng.randint(*PITCH_RANGE)
-
-
-def espeak_wave(text: str, voice: str, rate: int, pitch: int) -> tuple[np.ndarray, int]:
-    """Run espeak-ng and return its waveform.
-
-    Returns:
-        ``(samples, sample_rate)``: float32 mono samples of shape (n,) in [-1, 1], and espeak's rate (22050).
-
-    Raises:
-        RuntimeError: espeak-ng failed or produced no audio.
-    """
-    # Text goes through stdin so that a sentence starting with "-" is never read as an option.
-    proc = subprocess.run(
-        [ESPEAK, "-v", voice, "-s", str(rate), "-p", str(pitch), "-b", "1", "--stdout"],
-        input=text.encode("utf-8"),
-        capture_output=True,
-        check=False,
-        timeout=120,
-    )
-    if proc.returncode != 0 or len(proc.stdout) <= 44:
-        raise RuntimeError(f"espeak-ng {voice} failed (rc={proc.returncode}): {proc.stderr.decode()[:200]}")
-    samples, sr = sf.read(io.BytesIO(proc.stdout), dtype="float32")
-    if samples.ndim > 1:
-        samples = samples.mean(axis=1)
-    return samples, sr
 
 
 def render(job: Job, data_dir: Path, seed: int) -> tuple[str, float | None, bool]:
@@ -212,8 +191,12 @@ def plan_jobs(
     return groups
 
 
-def write_manifest(path: Path, jobs: list[Job], durations: dict[str, float]) -> int:
-    """Write one split manifest (temp file + rename) with the jobs whose clip exists; return its row count."""
+def write_manifest(path: Path, jobs: list[Job], durations: dict[str, float], seed: int = 0) -> int:
+    """Write one split manifest (temp file + rename) with the jobs whose clip exists; return its row count.
+
+    ``synth`` is ``espeak``, ``voice`` the clip's voice with its rate and pitch as ``miner.voices`` multipliers
+    (``en-us+m3;rate=0.857;pitch=0.956``: 150 words/min, ``-p`` 45), ``augment`` ``none``.
+    """
     tmp = path.with_name(path.name + ".tmp")
     n = 0
     with tmp.open("w", encoding="utf-8", newline="\n") as fh:
@@ -222,6 +205,7 @@ def write_manifest(path: Path, jobs: list[Job], durations: dict[str, float]) -> 
             dur = durations.get(job.utt_id)
             if dur is None:
                 continue
+            voice, rate, pitch = voice_settings(job.utt_id, job.lang, seed)
             fields = (
                 job.utt_id,
                 job.rel_audio,
@@ -230,6 +214,9 @@ def write_manifest(path: Path, jobs: list[Job], durations: dict[str, float]) -> 
                 job.translation,
                 job.meaning_id,
                 f"{dur:.3f}",
+                "espeak",
+                voice_cell(voice, round(rate / DEFAULT_WPM, 3), espeak_pitch_ratio(pitch)),
+                "none",
             )
             fh.write("\t".join(fields) + "\n")
             n += 1
@@ -307,7 +294,7 @@ def run(data_dir: Path, groups: list[tuple[str, str, list[Job]]], jobs: int, see
                         rate,
                         eta,
                     )
-            counts[split] = write_manifest(data_dir / f"{split}.tsv", by_split[split], durations)
+            counts[split] = write_manifest(data_dir / f"{split}.tsv", by_split[split], durations, seed)
             log.info(
                 "group %s/%s: %d clips, %.0f s of audio in %.0f s; manifest %s.tsv has %d rows",
                 split,
