@@ -89,6 +89,8 @@ def main() -> None:
         return [r for lang in langs for r in by_lang[lang]]
 
     train = capped(read_tsv(args.data / "train.tsv"), args.train_per_lang)
+    # how each clip was made (synthesize_speech.py writes these), kept when the inputs have them
+    cols += [c for c in ("synth", "voice", "augment") if train and c in train[0]]
     dev = capped(read_tsv(args.data / "dev.tsv"), args.dev_per_lang)
     test_all = read_tsv(args.data / "test.tsv")
     test = capped(test_all, args.test_per_lang)
