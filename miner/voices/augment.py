@@ -29,8 +29,9 @@ returned :class:`AugmentRecord` holds every applied parameter, rounded as drawn,
 ``apply_record(audio, record)`` -- or ``apply_record(audio, AugmentRecord.from_string(s))`` from a manifest
 cell -- gives the same samples bit for bit on the same machine and libraries.
 
-Speed on one core (this machine, 5 s clips, default probabilities): about 60x real time on average; the
-codec (Opus ~60x alone) and pitch (~150x) steps cost most, the others run at 500-5000x.
+Speed on one core (``bench/bench_voices.py``: 5 s clips, default probabilities, other jobs running): about
+140x real time on average; the codec (Opus ~35x alone, Vorbis and MP3 ~110x) and pitch (~150x) steps cost
+most.
 """
 
 from __future__ import annotations

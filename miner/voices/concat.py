@@ -10,8 +10,10 @@ Two ways to get multi-sentence training speech:
   characters), then synthesize each group's joined text at once: the engine's own sentence prosody and
   pauses, no per-sentence timing.
 
-Both are deterministic for a seed. Speaking rates measured here at rate 1.0 (``bench/bench_voices.py``):
-espeak-ng and Pico ~14 characters per second of speech, Festival ~13, Piper ~15; ``CHARS_PER_SECOND`` = 14.
+Both are deterministic for a seed. Speaking rates measured at rate 1.0 on open-domain sentences of 40-230
+characters (``bench/bench_voices.py``): espeak-ng 18-23 characters per second of speech, Pico 14-18,
+Festival 13-16, Piper 19. ``CHARS_PER_SECOND`` = 14 errs long for most voices, so planned groups rarely
+overrun; at another rate pass ``chars_per_second=14 * rate``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ modify their input, and are deterministic (no randomness).
   the pitch (a 2-semitone shift sounds like a slightly different speaker, a 6-semitone one like a child or
   a giant): fine for training variety, not a natural voice conversion.
 
-Speed on one core (this machine): ``time_stretch`` ~250x real time, ``pitch_shift`` ~150x.
+Speed on one core (this machine, other jobs running): ``time_stretch`` 160-210x real time, ``pitch_shift``
+~175x.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ of one text are synthesized one by one (Piper splits them) and joined without pa
 first ``speak`` (~0.3 s), never at import or in ``available()``, so worker processes forked after
 ``available()`` each load their own session.
 
-Measured speed (``bench/bench_voices.py``, one thread): about 13x real time; about 15 characters per second
-of speech at rate 1.0.
+Measured speed (``bench/bench_voices.py``, one thread): 13x real time on an idle core, 7x with other jobs
+on the machine; about 19 characters per second of speech at rate 1.0.
 """
 
 from __future__ import annotations
