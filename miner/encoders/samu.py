@@ -31,6 +31,8 @@ from tqdm.auto import tqdm
 
 from miner.encoders.backbones import Backbone, build_backbone, load_pretrained_backbone
 from miner.encoders.batching import length_sorted_batches
+from miner.encoders.speech_spec import SpeechModel
+from miner.encoders.speed import EncodeSpeed, Stopwatch
 
 log = logging.getLogger(__name__)
 
@@ -144,11 +146,14 @@ class SpeechEncoderConfig:
 class SpeechEncoder(nn.Module):
     """SAMU-XLSR speech encoder: waveforms -> float32 (n, dim) L2-normalised embeddings."""
 
+    kind = "samu"  # the speech model kinds of miner.encoders.speech_spec: samu, asr, fused
+
     def __init__(self, backbone: Backbone, config: SpeechEncoderConfig):
         super().__init__()
         self.backbone = backbone
         self.config = config
         self.source_dir: str | None = None  # set by from_pretrained
+        self.last_speed: EncodeSpeed | None = None  # of the last encode() call
         width = backbone.hidden_size
         self.adapter: FrameAdapter | None = None
         if config.adapter:
@@ -329,6 +334,7 @@ class SpeechEncoder(nn.Module):
 
         Returns:
             float32 (n, dim), rows L2-normalised, in input order. fp16/bf16 autocast on CUDA, fp32 on CPU.
+            ``last_speed`` then holds the call's audio-seconds per second.
         """
         if isinstance(waveforms, np.ndarray) and waveforms.ndim == 1:
             raise TypeError("encode() takes a list of waveforms; wrap a single clip in a list")
@@ -338,6 +344,7 @@ class SpeechEncoder(nn.Module):
         if not self.backbone.padding_safe and batch_size > 1:
             log.warning("backbone normalises over time (group norm): encoding one clip at a time")
             batch_size = 1
+        watch = Stopwatch(waveforms)
         out = np.zeros((len(waveforms), self.dim), dtype=np.float32)
         was_training = self.training
         self.eval()
@@ -357,6 +364,7 @@ class SpeechEncoder(nn.Module):
                 z = torch.nn.functional.normalize(z.float(), dim=-1)
                 out[idx] = z.cpu().numpy()  # each batch leaves the GPU as soon as it is done
         self.train(was_training)
+        self.last_speed = watch.done(log, "SAMU embedded")
         return out
 
 
@@ -364,13 +372,44 @@ def _cuda_dtype() -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def load_speech_encoder(path_or_id: str | None = None, device: str | None = None) -> SpeechEncoder:
-    """Load the speech encoder named by ``path_or_id``, ``$MINER_SPEECH_MODEL`` or the offline demo model."""
-    name = path_or_id or os.environ.get("MINER_SPEECH_MODEL")
-    if not name:
-        from miner.demo import demo_model_dir
+def load_speech_encoder(path_or_id: str | None = None, device: str | None = None) -> SpeechModel:
+    """Load the speech encoder named by ``path_or_id``, ``$MINER_SPEECH_MODEL`` or the offline demo model.
 
-        name = str(demo_model_dir())
+    The name is a speech model string (:mod:`miner.encoders.speech_spec`)::
+
+        PATH | HUB_ID | samu:PATH          a SAMU model (SpeechEncoder); today's behaviour
+        asr[,lang=xx][:PATH]               ASR cascade: Whisper transcript -> PATH's paired text encoder
+        fused[,w=W][,lang=xx][:PATH]       normalize(W * samu + (1 - W) * asr), W from the string, else
+                                           PATH's config.json extra.fusion_weight, else 0.5
+
+    PATH defaults to the shipped demo model for every kind. All kinds share ``encode(waveforms, batch_size,
+    progress) -> float32 (n, dim)`` (L2-normalised), ``dim``, ``space_id``, ``model_id``, ``fingerprint``
+    (different per kind and weight: caches never mix them), ``kind``, ``device`` and ``last_speed``.
+
+    Args:
+        path_or_id: the speech model string; None for ``$MINER_SPEECH_MODEL``, else the demo SAMU model.
+        device: torch device of the SAMU model (``None``: CUDA when available); Whisper runs on CPU.
+
+    Raises:
+        SpeechSpecError: an unknown kind or option (the message lists the accepted forms).
+        FileNotFoundError: the model folder does not exist.
+    """
+    from miner.encoders.speech_spec import FORMS, load_speech_kind, parse_speech_spec
+
+    name = path_or_id or os.environ.get("MINER_SPEECH_MODEL")
+    spec = parse_speech_spec(name) if name else None
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return SpeechEncoder.from_pretrained(name, device=device)
+    if spec is not None and spec.kind != "samu":
+        return load_speech_kind(spec, device=device)
+    folder = spec.model if spec is not None else None
+    if not folder:
+        from miner.demo import demo_model_dir
+
+        folder = str(demo_model_dir())
+    elif not Path(folder).expanduser().exists() and not _HUB_ID.match(folder):
+        raise FileNotFoundError(
+            f"speech model folder {folder!r} does not exist and is not a hub id (owner/name); "
+            f"accepted forms: {FORMS}"
+        )
+    return SpeechEncoder.from_pretrained(folder, device=device)

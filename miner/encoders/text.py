@@ -193,7 +193,8 @@ def load_text_encoder_for(speech_model: object, device: str | None = None) -> Te
     """The text encoder that a SAMU model was distilled to, with its centring when it has one.
 
     Args:
-        speech_model: a ``SpeechEncoder`` (its ``config.teacher`` and ``config.extra["text_center"]``).
+        speech_model: a ``SpeechEncoder`` (its ``config.teacher`` and ``config.extra["text_center"]``), or an
+            ``asr`` / ``fused`` speech model, which carries its SAMU model's ``config`` and ``source_dir``.
     """
     config = speech_model.config  # type: ignore[attr-defined]
     source = getattr(speech_model, "source_dir", None)
