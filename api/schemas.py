@@ -13,6 +13,7 @@ __all__ = [
     "IndexInfo",
     "Readiness",
     "SpeechHit",
+    "SpeechModelInfo",
     "SpeechSearchResponse",
     "TextHit",
     "TextQuery",
@@ -95,9 +96,24 @@ class Health(_Model):
     status: str
 
 
+class SpeechModelInfo(_Model):
+    kind: str = Field(description="'samu' (SAMU model), 'asr' (Whisper then text encoder) or 'fused'.")
+    model_id: str = Field(
+        description="The model; for asr and fused, the speech model string that reloads it."
+    )
+    space_id: str
+    dim: int
+    fusion_weight: float | None = Field(
+        default=None, description="w of normalize(w*samu + (1-w)*asr), fused only."
+    )
+
+
 class Readiness(_Model):
     status: str = Field(description="'ready', 'loading' or 'failed'.")
     detail: str | None = None
+    speech_model: SpeechModelInfo | None = Field(
+        default=None, description="The speech model loaded (once ready): which kind answers speech queries."
+    )
 
 
 class ErrorDetail(_Model):

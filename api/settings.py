@@ -33,8 +33,10 @@ class Settings(BaseSettings):
 
     Attributes:
         home: data root holding one folder per database (``<home>/<name>/manifest.json``).
-        speech_model: SAMU model folder or hub id; ``None`` = ``miner.encoders.samu.load_speech_encoder``'s
-            default (the offline demo model).
+        speech_model: a speech model string (``miner.encoders.speech_spec``): a SAMU model folder or hub id,
+            ``asr[:FOLDER]`` (Whisper transcript -> the folder's paired text encoder), or
+            ``fused[,w=W][:FOLDER]``; ``None`` = ``miner.encoders.samu.load_speech_encoder``'s default (the
+            offline demo model). ``GET /readyz`` reports the kind loaded.
         text_model: text encoder name or folder; ``None`` = the speech model's paired teacher
             (``load_text_encoder_for``), which is the only safe choice unless you know the spaces match.
         databases: names to serve; empty = every database under ``home`` in the model's space (the others

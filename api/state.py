@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,7 +48,7 @@ class NotReady(RuntimeError):
 class Models:
     """The two encoders of one embedding space."""
 
-    speech: Any  # miner.encoders.samu.SpeechEncoder (torch is imported lazily)
+    speech: Any  # a speech model of any kind (miner.encoders.speech_spec.SpeechModel; torch loads lazily)
     text: Any  # miner.encoders.text.TextEncoder
     space_id: str
     dim: int
@@ -109,7 +107,8 @@ def load_models(settings: Settings) -> Models:
         text.dim,
     )
     log.info(
-        "loaded speech model %s and text model %s (space %s, dim %d) in %.1f s",
+        "loaded %s speech model %s and text model %s (space %s, dim %d) in %.1f s",
+        speech.kind,
         speech.model_id,
         text.model_id,
         speech.space_id,
@@ -120,17 +119,22 @@ def load_models(settings: Settings) -> Models:
 
 
 def _local_model_space(speech_model: str | None) -> tuple[str, int] | None:
-    """(space id, dim) from a local SAMU model folder's config.json without loading weights; None if unknown."""
-    if not speech_model:
-        return None
-    cfg = Path(speech_model).expanduser() / "config.json"
-    if not cfg.is_file():
-        return None
-    try:
-        data = json.loads(cfg.read_text())
-        return str(data["space_id"]), int(data["dim"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # from_pretrained will report it properly
+    """(space id, dim) of the speech model string from its SAMU folder's config.json (every kind lives in its
+    SAMU model's space) without loading weights; None if unknown."""
+    from miner.encoders.speech_spec import spec_space
+
+    return spec_space(speech_model)
+
+
+def speech_model_info(speech: Any) -> dict[str, Any]:
+    """What ``/readyz`` shows of the loaded speech model: kind, model id, space, dim, fusion weight."""
+    return {
+        "kind": str(getattr(speech, "kind", "samu")),
+        "model_id": str(speech.model_id),
+        "space_id": str(speech.space_id),
+        "dim": int(speech.dim),
+        "fusion_weight": getattr(speech, "weight", None),
+    }
 
 
 class ServiceState:

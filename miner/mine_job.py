@@ -212,7 +212,8 @@ def run_mine(
     Args:
         audio_dir: folder of audio (searched recursively).
         out_dir: output folder (created); holds the cache, so rerunning resumes.
-        speech_encoder: a SAMU ``SpeechEncoder`` (``encode``, ``space_id``, ``dim``, ``model_id``).
+        speech_encoder: a speech encoder of any kind (SAMU, ASR cascade, fused: ``encode``, ``space_id``,
+            ``dim``, ``model_id``, ``fingerprint``).
         target: name of the target side, for messages and provenance.
         target_kind: ``text`` or ``speech``.
         open_target: returns ``{"vectors": array-like (m, d), "search_fn": callable or None, "rows": fn(ids) ->

@@ -5,7 +5,8 @@ dict: the shape Ray Data's ``map_batches`` hands to an actor, and a plain loop c
 engine calls them in process; :mod:`miner.distributed` runs them as Ray actors, one model per actor.
 
 - :class:`TextEmbedStage`: ``{"text": (n,) str}`` -> ``{"embedding": (n, dim) float32}``;
-- :class:`SpeechEmbedStage`: ``{"path": (f,) str}`` -> one row per segment (file row, segment JSON, embedding);
+- :class:`SpeechEmbedStage`: ``{"path": (f,) str}`` -> one row per segment (file row, segment JSON, embedding),
+  with any speech model kind (SAMU, ``asr``, ``fused``: :mod:`miner.encoders.speech_spec`);
 - :class:`KnnStage`: ``{"embedding": (q, dim) float32}`` -> ``{"D": (q, k) float32, "I": (q, k) int64}``.
 
 Input columns other than the ones a stage reads pass through unchanged when the output has one row per input
@@ -86,14 +87,16 @@ class TextEmbedStage:
 
 
 class SpeechEmbedStage:
-    """Audio files -> segments (whole file or VAD windows) -> SAMU embeddings.
+    """Audio files -> segments (whole file or VAD windows) -> speech embeddings (SAMU, ASR cascade or fused).
 
     Args:
-        model_path: SAMU model folder (``None``: ``$MINER_SPEECH_MODEL`` or the offline demo model).
+        model_path: a speech model string: a SAMU model folder, ``asr[:FOLDER]``, ``fused[,w=W][:FOLDER]``
+            (:func:`miner.encoders.samu.load_speech_encoder`; ``None``: ``$MINER_SPEECH_MODEL`` or the offline
+            demo model). The string travels to Ray workers as it is, fusion weight included.
         segment: ``file`` (one utterance per file) or ``vad`` (silero-vad candidate windows).
         min_seconds, max_seconds, max_pause_seconds: VAD window limits (see :mod:`miner.segment`).
         max_audio_seconds: refuse longer files (``None``: no limit).
-        lang: language recorded in every segment.
+        lang: language recorded in every segment; the ASR kinds also transcribe in it (None: detected).
         batch_size: clips per encoder forward pass.
         device: torch device (``None``: CUDA when available).
     """
@@ -120,7 +123,7 @@ class SpeechEmbedStage:
 
     @classmethod
     def from_encoder(cls, encoder: Any, **options: Any) -> SpeechEmbedStage:
-        """Wrap a loaded ``SpeechEncoder``; ``options`` are the keyword arguments of the constructor."""
+        """Wrap a loaded speech encoder (any kind); ``options`` are the constructor's keyword arguments."""
         stage = cls.__new__(cls)
         stage.encoder = encoder
         defaults: dict[str, Any] = {
@@ -154,7 +157,8 @@ class SpeechEmbedStage:
 
     @property
     def model_key(self) -> str:
-        """What identifies the model in cache keys: model id, space and weights fingerprint."""
+        """What identifies the model in cache keys: model id, space and fingerprint (which differs between
+        a SAMU model, its ASR cascade and every fusion weight, so their cached embeddings never mix)."""
         enc = self.encoder
         return f"{enc.model_id}|{enc.space_id}|{getattr(enc, 'fingerprint', '')}"
 
@@ -187,7 +191,14 @@ class SpeechEmbedStage:
         )
         if not segs:
             return segs, np.zeros((0, self.encoder.dim), np.float32)
-        emb = self.encoder.encode([cut(wav, s.start, s.duration) for s in segs], batch_size=self.batch_size)
+        clips = [cut(wav, s.start, s.duration) for s in segs]
+        encoder: Any = self.encoder
+        if (
+            self.lang and getattr(encoder, "kind", "samu") != "samu"
+        ):  # asr / fused: Whisper is told the language
+            emb = encoder.encode(clips, batch_size=self.batch_size, langs=[self.lang] * len(clips))
+        else:
+            emb = encoder.encode(clips, batch_size=self.batch_size)
         return segs, np.asarray(emb, dtype=np.float32)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

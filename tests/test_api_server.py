@@ -98,7 +98,15 @@ def test_readiness_before_and_after_loading(api_env: ApiEnv, monkeypatch: pytest
         finally:
             gate.set()
         wait_ready(c)
-        assert c.get("/readyz").json() == {"status": "ready", "detail": None}
+        ready = c.get("/readyz").json()
+        assert {k: ready[k] for k in ("status", "detail")} == {"status": "ready", "detail": None}
+        assert ready["speech_model"] == {  # which kind of speech model answers
+            "kind": "samu",
+            "model_id": api_env.speech.model_id,
+            "space_id": api_env.space_id,
+            "dim": 16,
+            "fusion_weight": None,
+        }
         assert c.post("/search/text-to-text", json={"text": "x", "db": "en"}).status_code == 200
 
 

@@ -6,7 +6,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import StateDep
-from api.schemas import Health, Readiness
+from api.schemas import Health, Readiness, SpeechModelInfo
+from api.state import speech_model_info
 
 router = APIRouter(tags=["health"])
 
@@ -19,8 +20,10 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(state: StateDep) -> JSONResponse:
-    """Readiness: 200 once models and databases are loaded, 503 while loading or after a failed load."""
+    """Readiness: 200 once models and databases are loaded (with the speech model's kind), 503 while loading
+    or after a failed load."""
     if state.services is not None:
-        return JSONResponse(Readiness(status="ready").model_dump())
+        info = SpeechModelInfo(**speech_model_info(state.services.models.speech))
+        return JSONResponse(Readiness(status="ready", speech_model=info).model_dump())
     body = Readiness(status="failed" if state.error else "loading", detail=state.error)
     return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "5"})

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from miner.encoders.speech_spec import SPEECH_MODEL_HELP
+
 log = logging.getLogger(__name__)
 
 embed_app = typer.Typer(
@@ -83,9 +85,7 @@ def embed_text(
 def embed_speech(
     audio: list[Path] = typer.Argument(..., exists=True, dir_okay=False, help="Audio files."),
     out: Path = typer.Option(..., "--out", "-o", help="Output .npy file."),
-    model: str | None = typer.Option(
-        None, help="SAMU model folder (default: $MINER_SPEECH_MODEL or the demo model)."
-    ),
+    model: str | None = typer.Option(None, help=SPEECH_MODEL_HELP),
     batch_size: int = typer.Option(8, min=1),
 ) -> None:
     """Embed whole audio files (one utterance each), in argument order."""
@@ -95,14 +95,15 @@ def embed_speech(
     enc = load_speech_encoder(model)
     wavs = [load_audio(p) for p in audio]
     emb = enc.encode(wavs, batch_size=batch_size, progress=True)
-    _write(
-        out,
-        emb,
-        {
-            "space_id": enc.space_id,
-            "model_id": enc.model_id,
-            "dim": enc.dim,
-            "count": len(wavs),
-            "ids": [str(p) for p in audio],
-        },
-    )
+    meta = {
+        "space_id": enc.space_id,
+        "model_id": enc.model_id,
+        "kind": enc.kind,
+        "dim": enc.dim,
+        "count": len(wavs),
+        "ids": [str(p) for p in audio],
+    }
+    transcripts = getattr(enc, "last_transcripts", None)
+    if transcripts is not None:  # asr / fused: what Whisper heard, one per file
+        meta["transcripts"] = transcripts
+    _write(out, emb, meta)

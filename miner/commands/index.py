@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from miner.encoders.speech_spec import SPEECH_MODEL_HELP
+
 index_app = typer.Typer(
     help="Build and inspect text and speech databases (sharded FAISS + store).", no_args_is_help=True
 )
@@ -45,7 +47,7 @@ def build(
         "distilled to, with its centring). Default: paired with --model, else with the demo model.",
     ),
     model: str | None = typer.Option(
-        None, help="Speech model folder (speech databases; default: the demo model)."
+        None, help="Speech databases: " + SPEECH_MODEL_HELP + " Text databases: pairs --encoder with it."
     ),
     embeddings: Path | None = typer.Option(
         None, help="Precomputed float32 .npy embeddings aligned with --input."
@@ -70,7 +72,9 @@ def build(
 
     check_engine(engine)
     if encoder is None:  # the database must be in the space of the speech model that will search it
-        encoder = f"paired:{model or ''}"
+        from miner.encoders.speech_spec import paired_text_name
+
+        encoder = paired_text_name(model)  # asr / fused: their SAMU model's teacher
     if engine == "ray":
         if audio_dir is not None or embeddings is not None or not input:
             raise typer.BadParameter("--engine ray builds text databases: pass --input CORPUS and --encoder")

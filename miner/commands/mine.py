@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from miner.encoders.speech_spec import SPEECH_MODEL_HELP
+
 
 def mine_command(
     audio_dir: Path = typer.Option(..., exists=True, file_okay=False, help="Folder of audio (recursive)."),
@@ -15,9 +17,7 @@ def mine_command(
     text_file: Path | None = typer.Option(
         None, exists=True, dir_okay=False, help="Corpus embedded on the fly."
     ),
-    model: str | None = typer.Option(
-        None, help="SAMU model folder (default: $MINER_SPEECH_MODEL or the demo model)."
-    ),
+    model: str | None = typer.Option(None, help=SPEECH_MODEL_HELP),
     k: int = typer.Option(4, "-k", "--k", min=1, help="Neighbourhood size of the margin."),
     margin: str = typer.Option("ratio", help="ratio | distance | absolute"),
     mode: str = typer.Option("max", help="fwd | bwd | intersect | max (one-to-one) | union"),
@@ -30,7 +30,9 @@ def mine_command(
     min_seconds: float = typer.Option(1.0, help="Shortest candidate window (vad)."),
     max_seconds: float = typer.Option(20.0, help="Longest candidate window (vad)."),
     max_pause_seconds: float = typer.Option(2.0, help="Windows never span a longer pause (vad)."),
-    lang: str | None = typer.Option(None, help="Language of the audio, recorded in the outputs."),
+    lang: str | None = typer.Option(
+        None, help="Language of the audio, recorded in the outputs (asr / fused: Whisper transcribes in it)."
+    ),
     backward: str = typer.Option(
         "auto", help="auto | candidates | all: targets whose backward kNN is computed."
     ),

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from miner.encoders.speech_spec import SPEECH_MODEL_HELP
+
 
 def search_command(
     text_db: str | None = typer.Option(None, help="Text database to search."),
@@ -13,7 +15,7 @@ def search_command(
     audio: Path | None = typer.Option(None, exists=True, dir_okay=False, help="Query clip."),
     text: str | None = typer.Option(None, help="Query sentence."),
     k: int = typer.Option(5, "-k", min=1, max=1000),
-    model: str | None = typer.Option(None, help="Speech model folder (default: the demo model)."),
+    model: str | None = typer.Option(None, help=SPEECH_MODEL_HELP),
     encoder: str | None = typer.Option(None, help="Text encoder for --text (default: the speech model's)."),
     home: Path | None = typer.Option(None),
 ) -> None:
@@ -23,6 +25,7 @@ def search_command(
     from miner.audio import load_audio
     from miner.database_build import database_folder
     from miner.encoders.samu import load_speech_encoder
+    from miner.encoders.speech_spec import paired_text_name, parse_speech_spec
     from miner.encoders.text import load_text_encoder, load_text_encoder_for
     from miner.spaces import check_same_space
 
@@ -38,8 +41,16 @@ def search_command(
         enc = load_speech_encoder(model)
         query = enc.encode([load_audio(audio)])
         what, space = f"speech model {model or 'demo'}", enc.space_id
+        heard = getattr(enc, "last_transcripts", None)
+        if heard is not None:  # asr / fused: show what Whisper heard (stderr: stdout stays the results)
+            typer.echo(f"transcript ({enc.kind}): {heard[0]}", err=True)
     else:
-        tenc = load_text_encoder(encoder) if encoder else load_text_encoder_for(load_speech_encoder(model))
+        if encoder:
+            tenc = load_text_encoder(encoder)
+        elif model and parse_speech_spec(model).kind != "samu":  # its SAMU model's teacher: no Whisper
+            tenc = load_text_encoder(paired_text_name(model))
+        else:
+            tenc = load_text_encoder_for(load_speech_encoder(model))
         query = tenc.encode([text])  # type: ignore[list-item]
         what, space = f"text encoder {tenc.model_id}", tenc.space_id
     check_same_space(space, index.space_id, what, f"database {name!r}")
