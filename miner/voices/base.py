@@ -168,7 +168,7 @@ class EngineSynthesizer(abc.ABC):
             audio = dsp.pitch_shift(audio, 12.0 * float(np.log2(pitch)))
         if "rate" not in native and rate != 1.0:
             audio = dsp.time_stretch(audio, rate)
-        audio = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
+        audio = dsp.peak_limit(audio, 1.0)  # resampling and DSP may overshoot a full-scale engine output
         if not np.any(audio):
             raise SynthesisError(f"{self.name} voice {voice!r} produced silence for {text[:60]!r}")
-        return np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
+        return audio
