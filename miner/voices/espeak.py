@@ -13,7 +13,7 @@ pitch multipliers outside 0.75-1.64 are clamped to that range.
 
 Output: 22.05 kHz, resampled to 16 kHz. Deterministic: the same text, voice, rate and pitch give the same
 samples. Measured speed (``bench/bench_voices.py``, pinned to one core of this 2-core machine while other
-jobs ran, sentences of 40-230 characters): about 180x real time (~10 ms of process start per call included);
+jobs ran, sentences of 40-230 characters): 170-320x real time (~10 ms of process start per call included);
 18-23 characters per second of speech at rate 1.0.
 """
 

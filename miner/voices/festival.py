@@ -22,7 +22,7 @@ Diphone voices run at ``us_gain`` 0.5 instead of their 0.9 (which brought Englis
 near full scale); the Italian voices ignore it and still touch full scale on a few samples per sentence
 (1-6 of 118,000 measured). ``text2wave`` returns 0 even when it fails, so its stderr is checked for ``SIOD ERROR``. Deterministic.
 Measured speed (``bench/bench_voices.py``, one core, other jobs running, ~0.2-0.4 s of start-up per call
-included): diphone voices 18-26x real time, the HTS voice 15x, the Russian voice 7x; 13-16 characters per
+included): diphone voices 18-30x real time, the HTS voice 15x, the Russian voice 7-8x; 13-16 characters per
 second of speech at rate 1.0.
 """
 

@@ -9,7 +9,7 @@ clip at full scale.
 Output: 16 kHz int16 PCM. Not bit-for-bit deterministic: within one process, repeated calls on the same text
 came out equal or differing in a few hundred samples by at most 74/32768 (below -50 dB; some state inside the
 library), so treat Pico clips as reproducible in content, not in bytes. Measured speed
-(``bench/bench_voices.py``, one core, other jobs running): 110-145x real time; 14-18 characters per second
+(``bench/bench_voices.py``, one core, other jobs running): 110-210x real time; 14-18 characters per second
 of speech at rate 1.0.
 """
 
