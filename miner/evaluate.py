@@ -231,6 +231,7 @@ def evaluate_retrieval(
     k: int = 5,
     ties_window: int = 16,
     normalize: bool = True,
+    durations: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Speech-to-text (or text-to-text) retrieval scores per language, as in the paper's tables.
 
@@ -246,6 +247,8 @@ def evaluate_retrieval(
         k: the larger cut-off (R@1 and R@k are reported).
         ties_window: extra candidates fetched beyond k so that ties at the cut-off are seen.
         normalize: compare texts after normalisation (also for WER).
+        durations: (n,) seconds of each query clip; when given, the result also has ``by_duration``: the same
+            scores per bucket of :data:`DURATION_BUCKETS` (all languages pooled; empty buckets left out).
 
     Returns:
         ``{"by_lang": {lang: {"n", "r1", "r<k>", "wer"}}, "avg": {...}, "k": k}``; recalls are fractions in
@@ -284,7 +287,29 @@ def evaluate_retrieval(
     avg: dict[str, float] = {"n": sum(e["n"] for e in by_lang.values())}
     for m in metrics:
         avg[m] = float(np.mean([e[m] for e in by_lang.values()]))
-    return {"by_lang": by_lang, "avg": avg, "k": k}
+    out: dict[str, Any] = {"by_lang": by_lang, "avg": avg, "k": k}
+    if durations is not None:
+        if len(durations) != n:
+            raise ValueError(f"{n} queries but {len(durations)} durations")
+        out["by_duration"] = {}
+        for lo, hi in DURATION_BUCKETS:
+            rows = [q for q in range(n) if lo <= durations[q] < hi]
+            if rows:
+                sub_gold = [gold_sets[q] for q in rows]
+                entry = {"n": len(rows), "r1": recall_at_k(ids[rows], sub_gold, 1, scores[rows])}
+                if k > 1:
+                    entry[rk] = recall_at_k(ids[rows], sub_gold, k, scores[rows])
+                out["by_duration"][duration_label(lo, hi)] = entry
+    return out
+
+
+# Query-length buckets of the by-duration report, in seconds: [lo, hi).
+DURATION_BUCKETS: tuple[tuple[float, float], ...] = ((0, 5), (5, 10), (10, 20), (20, float("inf")))
+
+
+def duration_label(lo: float, hi: float) -> str:
+    """``"5-10s"`` for a bucket, ``"20s+"`` for the open-ended last one."""
+    return f"{lo:g}s+" if hi == float("inf") else f"{lo:g}-{hi:g}s"
 
 
 _LABELS = {"r1": "R@1", "wer": "WER"}

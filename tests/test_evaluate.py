@@ -117,6 +117,24 @@ def test_evaluate_retrieval_per_language() -> None:
     assert "|  | R@2 | 100.0 | 100.0 | 100.0 |" in table and "|  | WER | 0.0 | 50.0 | 25.0 |" in table
 
 
+def test_evaluate_retrieval_by_duration_bucket() -> None:
+    texts = ["the cat", "a dog", "le chien"]
+    db = np.eye(3, dtype=np.float32)
+    # Query 0 finds its gold first, query 1 second, query 2 first.
+    q = _unit([[1, 0.2, 0], [0.9, 0.5, 0], [0, 0, 1]]).astype(np.float32)
+    gold = ["the cat", "a dog", "le chien"]
+    res = evaluate_retrieval(q, _numpy_search(db), texts.__getitem__, gold, ["en", "en", "fr"], k=2,
+                             durations=[3.0, 7.5, 24.0])  # fmt: skip
+    assert res["by_duration"] == {
+        "0-5s": {"n": 1, "r1": 1.0, "r2": 1.0},
+        "5-10s": {"n": 1, "r1": 0.0, "r2": 1.0},
+        "20s+": {"n": 1, "r1": 1.0, "r2": 1.0},
+    }  # the empty 10-20 s bucket is left out
+    assert "by_duration" not in evaluate_retrieval(q, _numpy_search(db), texts.__getitem__, gold, ["en"] * 3)
+    with pytest.raises(ValueError, match="durations"):
+        evaluate_retrieval(q, _numpy_search(db), texts.__getitem__, gold, ["en"] * 3, durations=[1.0])
+
+
 # -- CLI end to end ------------------------------------------------------------------------------------------
 def _app():
     import typer
