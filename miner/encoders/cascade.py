@@ -6,8 +6,8 @@ a SAMU ``SpeechEncoder`` (``encode``, ``dim``, ``space_id``, ``model_id``, ``fin
 folder. Its text side is the SAMU model's teacher with the model's centring (``paired:<folder>``), so the
 vectors live in that model's space and search the databases built for it.
 
-Measured on the shipped demo clips (robotic espeak-ng speech, 2-core CPU): Whisper base int8 transcribes
-about 3 audio-seconds per second, the SAMU demo model embeds about 11: the cascade is the slow kind
+Measured on the 36 shipped demo clips (robotic espeak-ng speech, busy 2-core CPU): the cascade embeds 2.3
+audio-seconds per second, the SAMU demo model 19: Whisper's decoding makes it the slow kind
 (``bench/bench_speech_kinds.py``, ``docs/benchmarks.md``).
 """
 
