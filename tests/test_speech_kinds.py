@@ -302,6 +302,49 @@ def test_fused_weight_from_the_folder_and_older_folders_still_load(
         save_fusion_weight(folder, -0.1)
 
 
+def _write_queries(folder: Path, clips: list[np.ndarray], golds: list[str]) -> Path:
+    import soundfile as sf
+
+    rows = ["id\taudio\tlang\ttext\ttranslation"]
+    for i, (clip, g) in enumerate(zip(clips, golds, strict=True)):
+        sf.write(folder / f"q{i}.wav", clip, 16000)
+        rows.append(f"q{i}\tq{i}.wav\ten\t{TEXTS[i]}\t{g}")
+    (folder / "queries.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder / "queries.tsv"
+
+
+def test_fusion_weight_command_and_fused_eval_parts(
+    tiny: dict[str, Any], fake_whisper: list[FakeTranscriber], tmp_path: Path
+) -> None:
+    """The fake Whisper hears every clip right, so ASR alone (w=0) is perfect on this dev set and the random
+    tiny SAMU model is not: the chosen weight must retrieve as well as ASR alone; eval retrieval of the fused
+    model also scores its SAMU and ASR sides from the same pass."""
+    from typer.testing import CliRunner
+
+    from miner.cli import app
+
+    folder = tmp_path / "samu"
+    shutil.copytree(tiny["folder"], folder)
+    queries = _write_queries(tmp_path, tiny["clips"], TEXTS)
+    (tmp_path / "db.txt").write_text("\n".join([*TEXTS, "ein ganz anderer satz", "rien à voir"]) + "\n")
+    out = tmp_path / "weight.json"
+    res = CliRunner().invoke(app, ["eval", "fusion-weight", "--queries", str(queries), "--db",
+                                   str(tmp_path / "db.txt"), "--model", str(folder), "--save", "--json", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    by_weight = {float(w): r for w, r in report["r1_by_weight"].items()}
+    assert sorted(by_weight) == list(FUSION_GRID) and by_weight[0.0] == 1.0
+    assert by_weight[report["weight"]] == max(by_weight.values()) == 1.0
+    assert fusion_weight_of(folder) == report["weight"]  # --save recorded it
+    assert "chosen w =" in res.output
+    res = CliRunner().invoke(app, ["eval", "retrieval", "--queries", str(queries), "--db", str(tmp_path / "db.txt"),
+                                   "--model", f"fused,w=0.5:{folder}", "--no-topline", "--json", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    parts = json.loads(out.read_text())["samu"]["parts"]
+    assert parts["asr"]["avg"]["r1"] == 1.0 and set(parts) == {"samu", "asr"}
+    assert "asr alone: R@1 100.0" in res.output
+
+
 def test_fusion_refuses_two_spaces(
     tiny: dict[str, Any], fake_whisper: list[FakeTranscriber], tmp_path: Path
 ) -> None:

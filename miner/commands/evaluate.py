@@ -100,6 +100,7 @@ def retrieval(
     utts = read_manifest(queries, require_text=topline, require_lang=True)
     gold_texts = _gold(utts, gold)
     langs = [u.lang for u in utts]
+    durations = [u.duration for u in utts]
     speech = load_speech_encoder(model)
     text_encoder = load_text_encoder_for(speech)
     check_same_space(
@@ -116,7 +117,13 @@ def retrieval(
     else:  # asr / fused: Whisper is told each query's language, as the --baseline asr cascade is
         cascade: Any = speech
         q, heard = cascade.encode_with_transcripts(waves, batch_size=batch_size, progress=True, langs=langs)
-    results = evaluate_retrieval(q, search, id_to_text, gold_texts, langs, k=k)
+    results = evaluate_retrieval(q, search, id_to_text, gold_texts, langs, k=k, durations=durations)
+    parts = getattr(speech, "last_parts", None)
+    if parts is not None:  # fused: its two sides come free with it, scored on the same queries
+        results["parts"] = {
+            name: evaluate_retrieval(v, search, id_to_text, gold_texts, langs, k=k, durations=durations)
+            for name, v in zip(("samu", "asr"), parts, strict=True)
+        }
     if heard is not None:
         results["transcripts"] = [
             {"id": u.id, "lang": u.lang, "text": h} for u, h in zip(utts, heard, strict=True)
@@ -124,7 +131,7 @@ def retrieval(
     top = None
     if topline:
         t = text_encoder.encode([u.text for u in utts])
-        top = evaluate_retrieval(t, search, id_to_text, gold_texts, langs, k=k)
+        top = evaluate_retrieval(t, search, id_to_text, gold_texts, langs, k=k, durations=durations)
     base = None
     if transcriber is not None:
         base = _asr_baseline(
@@ -133,7 +140,9 @@ def retrieval(
     table = format_table(results, topline=top, baseline=base, name=_system_label(speech))
     if base is not None:  # the paper's row name (ASR-LaBSE) and the transcripts' own WER
         table = table.replace("Baseline (ASR)", base["system"]) + _asr_wer_line(base)
-    typer.echo(table)
+    for name, part in results.get("parts", {}).items():
+        table += f"\n{name} alone: R@1 {100 * part['avg']['r1']:.1f}" + _duration_line(part)
+    typer.echo(table + _duration_line(results))
     if json_out is not None:
         payload = {
             "queries": str(queries),
@@ -152,6 +161,12 @@ def retrieval(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(payload, indent=2), encoding="utf-8")
         typer.echo(f"wrote {json_out}")
+
+
+def _duration_line(results: dict[str, Any]) -> str:
+    """R@1 by query duration bucket, one line (all languages pooled)."""
+    parts = [f"{b}: {100 * e['r1']:.1f} ({e['n']})" for b, e in results.get("by_duration", {}).items()]
+    return "\nR@1 by query duration (n): " + ", ".join(parts) if parts else ""
 
 
 def _system_label(speech: Any) -> str:
@@ -196,7 +211,10 @@ def _asr_baseline(
     hyps = transcriber.transcribe(waves, [u.lang for u in utts], batch_size=batch_size)
     log.info("ASR baseline: %d clips transcribed in %.1f s", len(hyps), time.perf_counter() - t0)
     langs = [u.lang for u in utts]
-    res = evaluate_retrieval(text_encoder.encode(hyps), search, id_to_text, gold_texts, langs, k=k)
+    durations = [u.duration for u in utts]
+    res = evaluate_retrieval(
+        text_encoder.encode(hyps), search, id_to_text, gold_texts, langs, k=k, durations=durations
+    )
     if all(u.text for u in utts):  # WER of the transcripts themselves needs the manifest's text column
         for lang, entry in res["by_lang"].items():
             rows = [i for i, x in enumerate(langs) if x == lang]
@@ -227,6 +245,53 @@ def _read_table(path: Path) -> list[dict[str, str]]:
     if path.suffix.lower() in (".jsonl", ".json"):
         return [json.loads(line) for line in text.splitlines() if line.strip()]
     return list(csv.DictReader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+@eval_app.command("fusion-weight")
+def fusion_weight(
+    queries: Path = typer.Option(
+        ..., "--queries", "-q", exists=True, dir_okay=False,
+        help="Dev queries manifest (id, audio, lang, translation): never the test set.",
+    ),
+    db: str = typer.Option(..., "--db", help="Corpus file or database name the dev queries search."),
+    model: str = typer.Option(..., help="SAMU model folder whose fusion weight is chosen."),
+    gold: str = typer.Option("translation", help="Manifest column with the text each query should retrieve."),
+    save: bool = typer.Option(False, help="Record the weight in the model folder (config.json extra)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write R@1 per weight as JSON here."),
+    batch_size: int = typer.Option(8, min=1, help="Clips per forward pass."),
+) -> None:
+    """Choose the fused encoder's weight w (0 = ASR cascade only, 1 = SAMU only) by dev R@1, in steps of 0.1."""
+    from miner.encoders.fusion import FUSION_GRID, best_weight, fuse, save_fusion_weight
+    from miner.encoders.samu import load_speech_encoder
+    from miner.encoders.text import load_text_encoder_for
+    from miner.eval_databases import open_database
+    from miner.evaluate import evaluate_retrieval
+    from miner.train.data import load_utterance_audio, read_manifest
+
+    utts = read_manifest(queries, require_text=False, require_lang=True)
+    gold_texts = _gold(utts, gold)
+    langs = [u.lang for u in utts]
+    fused: Any = load_speech_encoder(f"fused,w=0.5:{model}")
+    search, id_to_text = open_database(db, load_text_encoder_for(fused))
+    fused.encode_with_transcripts(
+        [load_utterance_audio(u) for u in utts], batch_size=batch_size, progress=True, langs=langs
+    )
+    samu_vecs, asr_vecs = fused.last_parts
+    r1 = {
+        w: evaluate_retrieval(fuse(samu_vecs, asr_vecs, w), search, id_to_text, gold_texts, langs, k=1)["avg"]["r1"]
+        for w in FUSION_GRID
+    }
+    w = best_weight(r1)
+    typer.echo("dev R@1 by weight: " + ", ".join(f"{x:g}: {100 * v:.1f}" for x, v in r1.items()))
+    typer.echo(f"chosen w = {w:g} (dev R@1 {100 * r1[w]:.1f}; SAMU alone {100 * r1[1.0]:.1f}, ASR alone {100 * r1[0.0]:.1f})")
+    report = {"weight": w, "queries": str(queries), "db": db, "n": len(utts),
+              "r1_by_weight": {f"{x:g}": v for x, v in r1.items()}}  # fmt: skip
+    if save:
+        cfg = save_fusion_weight(model, w, report)
+        typer.echo(f"recorded in {cfg}")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2), encoding="utf-8")
 
 
 @eval_app.command("calibrate")

@@ -30,6 +30,7 @@ __all__ = [
     "FUSION_GRID",
     "FusedSpeechEncoder",
     "FusionChoice",
+    "best_weight",
     "choose_fusion_weight",
     "fuse",
     "save_fusion_weight",
@@ -131,8 +132,15 @@ def choose_fusion_weight(
     for w in weights:
         top = np.argmax(w * s_scores + (1.0 - w) * a_scores, axis=1)
         r1[w] = float(np.mean(top == gold))
-    best = max(weights, key=lambda w: (r1[w], -abs(w - 0.5), w))
+    best = best_weight(r1)
     return FusionChoice(weight=best, r1=r1[best], r1_by_weight=r1)
+
+
+def best_weight(score_by_weight: dict[float, float]) -> float:
+    """The weight with the highest score; ties go to the weight closest to 0.5, then to the larger one."""
+    if not score_by_weight:
+        raise ValueError("no weights were scored")
+    return max(score_by_weight, key=lambda w: (score_by_weight[w], -abs(w - 0.5), w))
 
 
 def save_fusion_weight(
@@ -194,6 +202,9 @@ class FusedSpeechEncoder:
         self.source_dir: str | None = getattr(samu, "source_dir", None)
         self.last_transcripts: list[str] | None = None
         self.last_speed: EncodeSpeed | None = None
+        # (SAMU vectors, ASR vectors) of the last call when both sides ran: evaluations score all three
+        # systems from one pass (Whisper is the slow side).
+        self.last_parts: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def dim(self) -> int:
@@ -250,6 +261,7 @@ class FusedSpeechEncoder:
         waves = check_waveforms(waveforms)
         watch = Stopwatch(waves)
         transcripts: list[str] | None = None
+        self.last_parts = None
         if self.weight == 1.0:
             vectors = np.asarray(
                 self.samu.encode(waves, batch_size=batch_size, progress=progress), np.float32
@@ -260,6 +272,7 @@ class FusedSpeechEncoder:
             s = self.samu.encode(waves, batch_size=batch_size, progress=progress)
             a, transcripts = self.asr.encode_with_transcripts(waves, batch_size, progress, langs)
             vectors = fuse(s, a, self.weight)
+            self.last_parts = (np.asarray(s, np.float32), np.asarray(a, np.float32))
         self.last_transcripts = transcripts
         self.last_speed = watch.done(log, f"fused (w={self.weight:g}) embedded")
         return vectors, transcripts
