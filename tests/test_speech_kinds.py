@@ -345,6 +345,34 @@ def test_fusion_weight_command_and_fused_eval_parts(
     assert "asr alone: R@1 100.0" in res.output
 
 
+def test_asr_transcripts_are_cached_per_clip_language_and_whisper_setup(
+    tiny: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from miner.encoders.cascade import AsrSpeechEncoder
+
+    monkeypatch.setenv("MINER_HOME", str(tmp_path / "home"))
+    whisper = tmp_path / "whisper"
+    whisper.mkdir()
+    (whisper / "model.bin").write_bytes(b"weights")
+    fake = FakeTranscriber(tiny["by_length"])
+    fake.model_dir = whisper  # a real transcriber names its model folder: the cache is on
+    asr = AsrSpeechEncoder(tiny["folder"], transcriber=fake)
+    clips = tiny["clips"]
+    first, heard = asr.encode_with_transcripts(clips, langs=["en", "de", "fr"])
+    assert heard == TEXTS and len(fake.calls) == 1
+    again, heard_again = asr.encode_with_transcripts(clips[::-1], langs=["fr", "de", "en"])
+    assert len(fake.calls) == 1 and heard_again == TEXTS[::-1]  # all three from the cache
+    np.testing.assert_allclose(again, first[::-1], atol=1e-6)
+    asr.encode_with_transcripts(clips[:1], langs=["de"])  # another language hint is another transcript
+    assert fake.calls[-1] == ["de"] and len(fake.calls) == 2
+    (whisper / "model.bin").write_bytes(b"other weights")  # another Whisper never reads these
+    asr.encode_with_transcripts(clips[:1], langs=["en"])
+    assert len(fake.calls) == 3
+    monkeypatch.setenv("MINER_ASR_CACHE", "0")
+    asr.encode_with_transcripts(clips[:1], langs=["en"])
+    assert len(fake.calls) == 4
+
+
 def test_fusion_refuses_two_spaces(
     tiny: dict[str, Any], fake_whisper: list[FakeTranscriber], tmp_path: Path
 ) -> None:

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from miner.encoders.speech_spec import SpeechSpec
 from miner.encoders.speed import EncodeSpeed, Stopwatch
+from miner.encoders.transcript_cache import TranscriptCache
 from miner.spaces import check_same_space
 
 __all__ = ["AsrSpeechEncoder", "check_waveforms"]
@@ -173,6 +174,17 @@ class AsrSpeechEncoder:
         )
         return hashlib.sha1(raw.encode()).hexdigest()[:12]
 
+    def _transcript_cache(self) -> TranscriptCache | None:
+        """The disk cache of this Whisper setup; None for a transcriber that names no model folder (fakes)."""
+        t = self.transcriber
+        model_dir = getattr(t, "model_dir", None)
+        if model_dir is None or os.environ.get("MINER_ASR_CACHE", "1") == "0":
+            return None
+        weights = Path(model_dir) / "model.bin"
+        setup = [str(Path(model_dir).resolve()), weights.stat().st_size if weights.is_file() else None,
+                 getattr(t, "compute_type", None), getattr(t, "beam_size", None)]  # fmt: skip
+        return TranscriptCache(hashlib.sha1(json.dumps(setup).encode()).hexdigest()[:16])
+
     @property
     def device(self) -> Any:
         import torch
@@ -214,11 +226,22 @@ class AsrSpeechEncoder:
             raise ValueError(f"{len(waves)} waveforms but {len(langs)} languages: give one per clip")
         per_clip = [(x or self.lang) for x in langs] if langs is not None else [self.lang] * len(waves)
         watch = Stopwatch(waves)
-        transcripts: list[str] = []
-        starts = range(0, len(waves), _CHUNK_CLIPS)
+        cache = self._transcript_cache()
+        known = cache.get_many(waves, per_clip) if cache is not None else [None] * len(waves)
+        todo = [i for i, t in enumerate(known) if t is None]
+        starts = range(0, len(todo), _CHUNK_CLIPS)
         for lo in tqdm(starts, desc="transcribe", unit="chunk", disable=not progress or len(starts) < 2):
-            hi = lo + _CHUNK_CLIPS
-            transcripts += self.transcriber.transcribe(waves[lo:hi], per_clip[lo:hi], batch_size=batch_size)
+            rows = todo[lo : lo + _CHUNK_CLIPS]
+            heard = self.transcriber.transcribe(
+                [waves[i] for i in rows], [per_clip[i] for i in rows], batch_size=batch_size
+            )
+            for i, text in zip(rows, heard, strict=True):
+                known[i] = text
+            if cache is not None:
+                cache.put_many([waves[i] for i in rows], [per_clip[i] for i in rows], heard)
+        if cache is not None and len(todo) < len(waves):
+            log.info("ASR cascade: %d of %d transcripts from the cache", len(waves) - len(todo), len(waves))
+        transcripts = [t or "" for t in known]
         if transcripts:
             vectors = _unit_rows(self.text_encoder.encode(transcripts))
         else:
