@@ -15,11 +15,12 @@ class CountingEncoder:
 
     dim = 4
     space_id = "fake-4"
+    model_id = "counting"
 
     def __init__(self) -> None:
         self.calls = 0
 
-    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         self.calls += 1
         return np.eye(self.dim, dtype=np.float32)[: len(texts)]
 
@@ -38,6 +39,23 @@ def test_corpus_is_embedded_once_then_read_from_cache(tmp_path: Path) -> None:
     _, id_to_text = corpus_database(corpus, enc, root=tmp_path / "home")
     assert enc.calls == 2 and id_to_text(1) == "a dog"
     assert not list((tmp_path / "home").rglob(".*.tmp.npy"))
+
+
+def test_centred_spaces_share_the_base_teachers_cached_vectors(tmp_path: Path) -> None:
+    """Two models distilled from one teacher with different centres embed a corpus once between them."""
+    from miner.encoders.text import CenteredTextEncoder
+
+    corpus = tmp_path / "en.txt"
+    corpus.write_text("the cat\na dog\nthe house\n", encoding="utf-8")
+    base = CountingEncoder()
+    query = np.array([[0.0, 1.0, 0.0, 0.0]], dtype=np.float32)
+    for centre in ([0.1, 0.0, 0.0, 0.0], [0.0, 0.2, 0.1, 0.0]):
+        enc = CenteredTextEncoder(base, np.array(centre, dtype=np.float32), space_id=f"fake-4-c{centre[1]}")
+        search, _ = corpus_database(corpus, enc, root=tmp_path / "home")
+        scores, ids = search(query, 3)
+        exact = enc.encode(["the cat", "a dog", "the house"]) @ query[0]  # the centred vectors themselves
+        np.testing.assert_allclose(scores[0], np.sort(exact)[::-1], atol=1e-6)
+    assert base.calls == 1 + 2  # the corpus once (cached), plus the two direct encode() calls above
 
 
 def test_empty_corpus_and_unknown_database_say_what_to_do(

@@ -178,7 +178,11 @@ class CenteredTextEncoder:
         self.model_id = model_id or base.model_id
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        return _normalise(self.base.encode(texts, batch_size=batch_size, progress=progress) - self.center)
+        return self.from_base(self.base.encode(texts, batch_size=batch_size, progress=progress))
+
+    def from_base(self, base_vectors: np.ndarray) -> np.ndarray:
+        """This space's vectors from the base teacher's: float32 (n, dim) -> float32 (n, dim), rows unit length."""
+        return _normalise(np.asarray(base_vectors, dtype=np.float32) - self.center)
 
 
 def centred_space_id(base_space: str, center: np.ndarray) -> str:
