@@ -50,6 +50,17 @@ def read_truth(clips_tsv: Path) -> dict[str, str]:
         return {Path(r["audio"]).name: r["translation"] for r in csv.DictReader(f, delimiter="\t")}
 
 
+def read_voices(clips_tsv: Path) -> dict[str, tuple[str, float]]:
+    """Clip file name -> ("synth voice", seconds), for the clips whose row records them."""
+    with clips_tsv.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    return {
+        Path(r["audio"]).name: (f"{r['synth']} {r.get('voice', '')}".strip(), float(r["duration"]))
+        for r in rows
+        if r.get("synth") and r.get("duration")
+    }
+
+
 def score_pairs(pairs_tsv: Path, truth: dict[str, str]) -> tuple[int, int]:
     """(pairs, correct pairs) of a ``pairs.tsv`` against the clip -> sentence truth."""
     from miner.export import read_pairs_tsv
@@ -124,12 +135,15 @@ def run_demo(
     truth = read_truth(DEMO_ASSETS / "clips.tsv")
     from miner.export import read_pairs_tsv
 
+    voices = read_voices(DEMO_ASSETS / "clips.tsv")
     n_pairs = n_correct = 0
-    echo("\nscore   ok  clip                       mined English sentence")
+    echo("\nscore   ok  clip                       voice                    length  mined English sentence")
     for p in read_pairs_tsv(out / "pairs.tsv"):
-        ok = truth.get(Path(p.audio).name) == p.text
+        name = Path(p.audio).name
+        ok = truth.get(name) == p.text
         n_pairs, n_correct = n_pairs + 1, n_correct + ok
-        echo(f"{p.score:6.3f}  {'yes' if ok else ' no'}  {Path(p.audio).name:<26} {p.text}")
+        voice, seconds = voices.get(name, ("", p.duration))
+        echo(f"{p.score:6.3f}  {'yes' if ok else ' no'}  {name:<26} {voice:<24} {seconds:5.1f}s  {p.text}")
     precision = n_correct / n_pairs if n_pairs else 0.0
     recall = n_correct / len(truth) if truth else 0.0
     result = DemoResult(

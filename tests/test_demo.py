@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from miner.cli import app
-from miner.demo import DEMO_ASSETS, read_truth, score_pairs
+from miner.demo import DEMO_ASSETS, read_truth, read_voices, score_pairs
 from miner.export import Pair, write_pairs_tsv
 
 
@@ -28,6 +28,16 @@ def test_score_pairs_counts_correct_translations(tmp_path: Path) -> None:
         ],
     )
     assert score_pairs(tmp_path / "pairs.tsv", truth) == (2, 1)
+
+
+def test_read_voices_of_clips_that_record_them(tmp_path: Path) -> None:
+    clips = tmp_path / "clips.tsv"
+    clips.write_text(
+        "audio\tlang\ttext\ttranslation\tsynth\tvoice\tduration\n"
+        "clips/a.flac\tfr\tbonjour\thello\tpico\tfr-FR\t12.5\n"
+        "clips/b.flac\tde\tja\tyes\t\t\t\n"
+    )
+    assert read_voices(clips) == {"a.flac": ("pico fr-FR", 12.5)}  # b records neither: left out
 
 
 def test_shipped_assets_are_consistent() -> None:
