@@ -111,13 +111,14 @@ def test_adapter_settings_are_checked_only_when_an_adapter_is_asked_for() -> Non
 
 
 def test_demo_recipe_stages_chain_and_load(tmp_path: Path) -> None:
-    """scripts/train_demo_model.sh's six stages: each warm-starts from the previous one's final model, with
+    """scripts/train_demo_model.sh's seven stages: each warm-starts from the previous one's final model, with
     the same head, and every file is a valid config; the script trains them in this order."""
     import tomllib
 
     scripts = Path(__file__).resolve().parents[1] / "scripts"
     stages = [
-        scripts / f"demo_train{suffix}.toml" for suffix in ("", "_t3", "_more", "_more2", "_more3", "_more4")
+        scripts / f"demo_train{suffix}.toml"
+        for suffix in ("", "_t3", "_more", "_more2", "_more3", "_more4", "_open")
     ]
     recipe = (scripts / "train_demo_model.sh").read_text(encoding="utf-8")
     assert re.findall(r"^miner train scripts/(\S+\.toml)", recipe, re.M) == [p.name for p in stages]
@@ -132,6 +133,7 @@ def test_demo_recipe_stages_chain_and_load(tmp_path: Path) -> None:
     assert raw[3]["train_manifest"].endswith("train_more2.tsv")
     assert raw[4]["train_manifest"].endswith("train_more3.tsv") and raw[4]["translation_negatives"] == "all"
     assert raw[5]["train_manifest"] == raw[4]["train_manifest"] and raw[5]["translation_negatives"] == "all"
+    assert raw[6]["train_manifest"].endswith("open_run/train.tsv") and raw[6]["dev_manifest"].endswith("open_dev.tsv")
     fake_model = tmp_path / "model"
     fake_model.mkdir()
     (fake_model / "config.json").write_text("{}")
