@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.audio_input import AudioTooLong, InvalidAudio, UnsupportedAudio
 from api.batching import BatcherClosed, QueueFull
 from api.limits import BodyTooLarge
-from api.search import InvalidQuery
+from api.search import InvalidQuery, RequestTooLarge
 from api.security import Unauthorized
 from api.state import NotReady
 from miner.audio import AudioError
@@ -35,6 +35,7 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     UnknownDatabase: (404, "unknown_database"),
     BodyTooLarge: (413, "payload_too_large"),
     AudioTooLong: (413, "audio_too_long"),
+    RequestTooLarge: (413, "request_too_large"),
     UnsupportedAudio: (415, "unsupported_media_type"),
     InvalidAudio: (422, "invalid_audio"),
     AudioError: (422, "invalid_audio"),
@@ -110,7 +111,14 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal_error", "internal server error; the server log has the details")
+    # Starlette re-raises the exception after this answer and uvicorn then drops the connection: say so, so a
+    # keep-alive client opens a new one instead of failing its next request on a reset connection.
+    return error_response(
+        500,
+        "internal_error",
+        "internal server error; the server log has the details",
+        headers={"Connection": "close"},
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         its Prometheus collectors (a registry of its own).
     """
     settings = settings if settings is not None else Settings()
-    app_metrics = Metrics()
+    app_metrics = Metrics(database_names=settings.metrics_database_names)
     state = ServiceState(settings, app_metrics)
 
     @asynccontextmanager

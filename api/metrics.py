@@ -19,9 +19,15 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class Metrics:
-    """The service's collectors, registered in their own :class:`CollectorRegistry`."""
+    """The service's collectors, registered in their own :class:`CollectorRegistry`.
 
-    def __init__(self) -> None:
+    Args:
+        database_names: label search times with each database's name; ``False`` labels them all ``"*"``
+            (``/metrics`` then tells nothing of which databases a server holds).
+    """
+
+    def __init__(self, database_names: bool = True) -> None:
+        self.database_names = database_names
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "miner_http_requests",
@@ -64,6 +70,10 @@ class Metrics:
             registry=self.registry,
         )
         self.ready = Gauge("miner_ready", "1 once models and databases are loaded.", registry=self.registry)
+
+    def observe_search(self, database: str, seconds: float) -> None:
+        """Record one index search (labelled ``"*"`` when database names are kept out of the metrics)."""
+        self.search_seconds.labels(database if self.database_names else "*").observe(seconds)
 
     def batch_observer(self, encoder: str) -> Callable[[int, float], None]:
         """An ``on_batch`` callback for :class:`api.batching.MicroBatcher`."""

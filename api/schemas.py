@@ -66,14 +66,22 @@ class SpeechHit(_Hit):
     duration: float | None = Field(None, description="Length of the utterance, seconds.")
 
 
+_TRUNCATED = (
+    "True when the text query was longer than the text encoder reads (its max tokens, e.g. 512): only its "
+    "beginning was embedded."
+)
+
+
 class TextSearchResponse(_Model):
     results: list[TextHit]
     took_ms: float
+    truncated: bool = Field(default=False, description=_TRUNCATED)
 
 
 class SpeechSearchResponse(_Model):
     results: list[SpeechHit]
     took_ms: float
+    truncated: bool = Field(default=False, description=_TRUNCATED)
 
 
 class EmbedResponse(_Model):
@@ -81,6 +89,11 @@ class EmbedResponse(_Model):
     dim: int
     space_id: str = Field(description="Embedding space of the vectors; only compare vectors of one space.")
     took_ms: float
+    truncated: list[int] = Field(
+        default_factory=list,
+        description="Positions of the texts longer than the text encoder reads (its max tokens): only their "
+        "beginning was embedded.",
+    )
 
 
 class IndexInfo(_Model):

@@ -25,7 +25,8 @@ def check_api_key(accepted: Sequence[str], x_api_key: str | None, authorization:
     """
     if not accepted:
         return
-    presented = x_api_key
+    # an empty or blank X-API-Key header counts as absent: a Bearer token beside it still authenticates
+    presented = x_api_key.strip() if x_api_key and x_api_key.strip() else None
     if presented is None and authorization:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():

@@ -44,14 +44,22 @@ class Settings(BaseSettings):
         device: torch device for the encoders (``None``: CUDA when available).
         max_upload_bytes: largest request body accepted, checked while it streams in.
         max_audio_seconds: longest audio clip accepted.
+        max_decoded_samples: most samples (frames x channels at the stored rate) one clip may decode to,
+            checked from the header before decoding; ``None``: ``max_audio_seconds`` of 96 kHz stereo.
         max_k: largest number of results a query may ask for.
         max_texts: most texts one ``/embed/text`` call may embed.
         max_text_chars: longest text accepted in a query.
+        max_request_audio_seconds: most seconds of audio one ``/embed/speech`` request may hold in all.
+        max_request_tokens: most text tokens one ``/embed/text`` request may make in all (each text counted
+            after it is cut to the encoder's max tokens).
         batch_size: most items one encoder forward pass takes.
         batch_wait_ms: how long the batcher waits for more items once it holds one.
         queue_size: items waiting per encoder beyond which requests get 503 + Retry-After.
         api_keys: accepted keys (``X-API-Key`` or ``Authorization: Bearer``); empty = no authentication.
         cors_origins: origins allowed by CORS; empty = no CORS headers.
+        metrics_database_names: label ``/metrics`` search times with database names (``False``: one label,
+            ``*``, so that ``/metrics`` does not list the databases).
+        metrics_require_key: ``/metrics`` asks for an API key like the search routes (when keys are set).
         index_load: ``ram`` reads shards into memory (IVF shards merged: search costs what one plain faiss index
             costs), ``mmap`` maps them (processes share the page cache; indexes larger than RAM), ``auto``
             (default) reads into RAM when the shards take at most half the available memory.
@@ -68,14 +76,19 @@ class Settings(BaseSettings):
     device: str | None = None
     max_upload_bytes: int = Field(default=20 * MB, gt=0)
     max_audio_seconds: float = Field(default=60.0, gt=0)
+    max_decoded_samples: int | None = Field(default=None, gt=0)
     max_k: int = Field(default=100, ge=1)
     max_texts: int = Field(default=128, ge=1)
     max_text_chars: int = Field(default=5000, ge=1)
+    max_request_audio_seconds: float = Field(default=120.0, gt=0)
+    max_request_tokens: int = Field(default=16384, ge=1)
     batch_size: int = Field(default=16, ge=1)
     batch_wait_ms: float = Field(default=5.0, ge=0)
     queue_size: int = Field(default=256, ge=1)
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, repr=False)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    metrics_database_names: bool = True
+    metrics_require_key: bool = False
     load_in_background: bool = True
     index_load: Literal["auto", "ram", "mmap"] = "auto"
 

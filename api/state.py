@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ from miner.databases import (
 )
 from miner.spaces import SpaceMismatchError, check_same_space
 
-__all__ = ["Models", "NotReady", "ServiceState", "Services", "load_models"]
+__all__ = ["Models", "NotReady", "ServiceState", "Services", "check_home", "load_models"]
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +175,9 @@ class ServiceState:
         """
         settings = self.settings
         self.loaded = asyncio.Event()
-        known = _local_model_space(settings.speech_model)
         try:
+            check_home(settings.home)
+            known = _local_model_space(settings.speech_model)
             self._plans = plan_databases(settings.home, settings.databases, *(known or (None, None)))
         except Exception as exc:
             log.error("refusing to start: %s", exc)
@@ -270,6 +272,20 @@ class ServiceState:
         await services.text_batcher.aclose()
         for db in services.databases.values():
             db.close()
+
+
+def check_home(home: Path) -> None:
+    """Refuse a data root that is not a folder: a typo in MINER_HOME would otherwise serve zero databases.
+
+    Raises:
+        FileNotFoundError: ``home`` does not exist, or is not a folder.
+    """
+    if not home.is_dir():
+        what = "is not a folder" if home.exists() else "does not exist"
+        raise FileNotFoundError(
+            f"the data root {str(home)!r} {what} (MINER_HOME / --home, resolved from {Path.cwd()}): point it at "
+            "the folder that holds the databases (build one with `miner index build`)"
+        )
 
 
 def _depth_of(batcher: MicroBatcher[Any]) -> Callable[[], int]:

@@ -24,12 +24,18 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
+    "MAX_SAMPLE_RATE",
+    "MIN_SAMPLES",
+    "MIN_SAMPLE_RATE",
     "AudioError",
     "AudioInfo",
+    "check_sample_rate",
+    "decoded_size_message",
     "iter_audio_files",
     "load_audio",
     "probe",
     "supported_formats",
+    "too_short_message",
     "write_audio",
 ]
 
@@ -60,6 +66,14 @@ SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(
 
 # libsndfile reports an unknown length as SF_COUNT_MAX; treat anything this large as "unknown".
 _UNKNOWN_FRAMES = 2**62
+
+# The shortest clip every speech encoder takes, after resampling to 16 kHz: Whisper's STFT (n_fft 400, reflect
+# padding of 200) fails at 200 samples or fewer, and wav2vec2's convolutions need a 400-sample receptive field.
+MIN_SAMPLES = 400  # 25 ms at 16 kHz
+
+# Sample rates outside this range are not recordings (a header claiming 2147483647 Hz resamples to nothing).
+MIN_SAMPLE_RATE = 1_000
+MAX_SAMPLE_RATE = 768_000
 
 
 class AudioError(ValueError):
@@ -162,7 +176,11 @@ def probe(source: AudioSource) -> AudioInfo:
 
 
 def load_audio(
-    source: AudioSource, *, max_seconds: float | None = None, min_seconds: float = 0.0
+    source: AudioSource,
+    *,
+    max_seconds: float | None = None,
+    min_seconds: float = 0.0,
+    max_samples: int | None = None,
 ) -> np.ndarray:
     """Decode audio to float32 mono 16 kHz samples in [-1, 1].
 
@@ -176,13 +194,18 @@ def load_audio(
             :func:`supported_formats`) file.
         max_seconds: refuse audio longer than this (``None``: no limit).
         min_seconds: refuse audio shorter than this.
+        max_samples: refuse audio whose decoded size, frames x channels at the stored rate, exceeds this
+            (from the header before decoding; a read never decodes more): what bounds memory, since a 59 s
+            FLAC of 8 channels at 655,350 Hz is 338 kB on disk and 1.2 GB decoded.
 
     Returns:
         float32 array of shape (n,), sample rate :data:`miner.types.SAMPLE_RATE` (16000).
 
     Raises:
         AudioError: missing, empty (0 bytes), undecodable or unsupported file; no samples; NaN or infinite
-            samples; shorter than ``min_seconds``; longer than ``max_seconds``.
+            samples; a sample rate outside [:data:`MIN_SAMPLE_RATE`, :data:`MAX_SAMPLE_RATE`]; fewer than
+            :data:`MIN_SAMPLES` samples at 16 kHz; shorter than ``min_seconds``.
+        AudioTooLong: longer than ``max_seconds``, or more than ``max_samples`` decoded samples.
         ValueError: ``min_seconds`` / ``max_seconds`` themselves are invalid.
     """
     if min_seconds < 0 or not math.isfinite(min_seconds):
@@ -191,10 +214,13 @@ def load_audio(
         raise ValueError(f"max_seconds must be > 0 and >= min_seconds={min_seconds}, got {max_seconds!r}")
     label = _describe(source)
     with _open(source) as f:
-        sr, frames = int(f.samplerate), int(f.frames)
+        sr, frames, channels = int(f.samplerate), int(f.frames), max(1, int(f.channels))
         if frames == 0:
             raise AudioError(f"audio {label} holds no samples (0 frames): send a recording with sound in it.")
+        check_sample_rate(sr, label)
         known = frames < _UNKNOWN_FRAMES
+        if known and max_samples is not None and frames * channels > max_samples:
+            raise AudioTooLong(decoded_size_message(label, frames, sr, channels, max_samples))
         if known and max_seconds is not None and frames / sr > max_seconds:
             raise AudioTooLong(
                 f"audio {label} lasts {frames / sr:.1f} s, over the limit of {max_seconds:g} s: cut it into "
@@ -206,6 +232,9 @@ def load_audio(
                 "send a longer recording or lower min_seconds."
             )
         limit = -1 if max_seconds is None else math.floor(max_seconds * sr) + 1
+        if max_samples is not None:
+            cap = max_samples // channels + 1
+            limit = cap if limit < 0 else min(limit, cap)
         try:
             data = f.read(frames=limit, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as exc:
@@ -218,6 +247,8 @@ def load_audio(
         raise AudioError(
             f"audio {label} decoded to no samples: the file is truncated or corrupt; re-export it."
         )
+    if max_samples is not None and n * channels > max_samples:  # the header did not tell the length
+        raise AudioTooLong(decoded_size_message(label, None, sr, channels, max_samples))
     if max_seconds is not None and n / sr > max_seconds:
         raise AudioTooLong(
             f"audio {label} lasts more than the limit of {max_seconds:g} s: cut it into shorter files "
@@ -240,7 +271,37 @@ def load_audio(
     if sr != SAMPLE_RATE:
         wav = soxr.resample(wav, sr, SAMPLE_RATE, quality="HQ")
     wav = np.clip(wav, -1.0, 1.0).astype(np.float32, copy=False)
+    if wav.shape[0] < MIN_SAMPLES:
+        raise AudioError(too_short_message(label, wav.shape[0]))
     return np.ascontiguousarray(wav)
+
+
+def check_sample_rate(sample_rate: int, label: str) -> None:
+    """Refuse a sample rate no recording has (raises :class:`AudioError` naming the accepted range)."""
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioError(
+            f"audio {label} claims a sample rate of {sample_rate} Hz, outside {MIN_SAMPLE_RATE} to "
+            f"{MAX_SAMPLE_RATE} Hz: the header is damaged; re-export it, e.g. "
+            "`ffmpeg -i INPUT -ac 1 -ar 16000 out.wav`."
+        )
+
+
+def too_short_message(label: str, samples: int) -> str:
+    """The error for a clip under :data:`MIN_SAMPLES` samples at 16 kHz."""
+    return (
+        f"audio {label} is too short: {samples} samples at {SAMPLE_RATE} Hz ({1000 * samples / SAMPLE_RATE:.1f} "
+        f"ms); the minimum is {MIN_SAMPLES} samples ({1000 * MIN_SAMPLES / SAMPLE_RATE:g} ms): send a longer clip."
+    )
+
+
+def decoded_size_message(label: str, frames: int | None, sample_rate: int, channels: int, limit: int) -> str:
+    """The error for audio whose decoded size (frames x channels) exceeds ``limit`` samples."""
+    size = f"{frames} frames x {channels} channels" if frames is not None else f"more than {limit} samples"
+    return (
+        f"audio {label} decodes to {size} at {sample_rate} Hz, over the limit of {limit} decoded samples "
+        "(sample rate x channels x seconds): send mono audio at 16 kHz, e.g. "
+        "`ffmpeg -i INPUT -ac 1 -ar 16000 out.flac`."
+    )
 
 
 def iter_audio_files(root: str | os.PathLike) -> Iterator[Path]:

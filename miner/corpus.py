@@ -9,7 +9,8 @@ Formats (``fmt="auto"`` picks by extension, ``.gz`` allowed for the line formats
 - ``parquet``: read in record batches with pyarrow; ``line`` is the 1-based row number.
 
 Blank lines (and empty texts) are skipped and counted in a :class:`CorpusStats` the caller may pass.
-Undecodable bytes or malformed rows raise :class:`CorpusError` naming ``file:line``, unless
+Undecodable bytes, malformed rows and texts holding control characters (:func:`bad_character`: a NUL would
+make a C tokenizer read only the text's prefix) raise :class:`CorpusError` naming ``file:line``, unless
 ``skip_bad_lines`` (then they are counted and skipped).
 """
 
@@ -19,6 +20,7 @@ import gzip
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,21 @@ from miner.types import Sentence
 logger = logging.getLogger(__name__)
 
 FORMATS = ("txt", "tsv", "jsonl", "parquet")
+
+# C0 controls but tab, CR and LF; DEL; C1 controls; lone surrogates (JSON "\ud800" decodes to one; UTF-8
+# cannot encode it).
+_BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def bad_character(text: str) -> str | None:
+    """Describe the first control character (or lone surrogate) in ``text``, e.g. ``"U+0000 at character 3"``;
+    None when there is none. Tab, CR and LF are allowed."""
+    m = _BAD_CHARS.search(text)
+    if m is None:
+        return None
+    return f"U+{ord(m.group()):04X} at character {m.start() + 1}"
+
+
 _EXTENSIONS = {".txt": "txt", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 
 
@@ -43,7 +60,7 @@ class CorpusStats:
     lines: int = 0  # lines (or parquet rows) seen
     sentences: int = 0  # sentences yielded
     blank: int = 0  # blank lines / empty texts skipped
-    bad: int = 0  # undecodable or malformed lines skipped (skip_bad_lines=True)
+    bad: int = 0  # undecodable, malformed or control-character lines skipped (skip_bad_lines=True)
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
@@ -134,7 +151,9 @@ class _Context:
             self.stats.bad += 1
             logger.warning("%s:%d: %s (skipped)", self.path, line, why)
             return
-        raise CorpusError(f"{self.path}:{line}: {why}; fix the file or pass skip_bad_lines=True")
+        raise CorpusError(
+            f"{self.path}:{line}: {why}; fix the file or pass --skip-bad-lines (skip_bad_lines=True in Python)"
+        )
 
     def sentence(self, line: int, text: Any, sid: Any = None, lang: Any = None) -> Sentence | None:
         if text is None or (isinstance(text, str) and not text.strip()):
@@ -142,6 +161,10 @@ class _Context:
             return None
         if not isinstance(text, str):
             self.bad(line, f"column {self.text_column!r} is {type(text).__name__}, not a string")
+            return None
+        where = bad_character(text)
+        if where is not None:
+            self.bad(line, f"the text holds control character {where} (encoders would cut or garble it)")
             return None
         self.stats.sentences += 1
         return Sentence(

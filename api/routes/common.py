@@ -36,7 +36,11 @@ async def read_audio(upload: UploadFile, settings: Settings) -> np.ndarray:
     """
     data = await upload.read()
     return await asyncio.to_thread(
-        decode_upload, data, max_seconds=settings.max_audio_seconds, filename=upload.filename
+        decode_upload,
+        data,
+        max_seconds=settings.max_audio_seconds,
+        filename=upload.filename,
+        max_samples=settings.max_decoded_samples,
     )
 
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from api.deps import MetricsDep, ServicesDep, SettingsDep, require_api_key
 from api.routes.common import ERRORS, read_audio, speech_hit, text_hit
 from api.schemas import SpeechSearchResponse, TextQuery, TextSearchResponse
-from api.search import InvalidQuery, check_k, search_one
+from api.search import check_k, check_text, fit_texts, search_one
 
 router = APIRouter(
     prefix="/search", tags=["search"], dependencies=[Depends(require_api_key)], responses=ERRORS
@@ -74,16 +74,19 @@ async def _speech_query(
 
 async def _text_query(
     services: ServicesDep, settings: SettingsDep, metrics: MetricsDep, query: TextQuery, kind: str
-) -> tuple[list, float]:
+) -> tuple[list, float, bool]:
+    """Check and embed a text query (cut to the encoder's token limit), search ``query.db`` of ``kind``.
+
+    Returns:
+        (hits, start time, whether the text was truncated).
+    """
     start = time.perf_counter()
     check_k(query.k, settings.max_k)
-    if len(query.text) > settings.max_text_chars:
-        raise InvalidQuery(
-            f"text has {len(query.text)} characters, over the limit of {settings.max_text_chars}"
-        )
+    check_text(query.text, settings.max_text_chars)
     db = services.database(query.db, kind)
-    vector = await services.text_batcher.submit(query.text)
-    return await search_one(db, vector, query.k, metrics), start
+    (fit,) = await fit_texts(services.models.text, [query.text])
+    vector = await services.text_batcher.submit(fit.text)
+    return await search_one(db, vector, query.k, metrics), start, fit.truncated
 
 
 @router.post("/text-to-text", response_model=TextSearchResponse)
@@ -91,8 +94,8 @@ async def text_to_text(
     services: ServicesDep, settings: SettingsDep, metrics: MetricsDep, query: TextQuery
 ) -> TextSearchResponse:
     """Sentences of text database ``db`` nearest to the text query."""
-    hits, start = await _text_query(services, settings, metrics, query, "text")
-    return TextSearchResponse(results=[text_hit(h) for h in hits], took_ms=_ms(start))
+    hits, start, cut = await _text_query(services, settings, metrics, query, "text")
+    return TextSearchResponse(results=[text_hit(h) for h in hits], took_ms=_ms(start), truncated=cut)
 
 
 @router.post("/text-to-speech", response_model=SpeechSearchResponse)
@@ -100,5 +103,5 @@ async def text_to_speech(
     services: ServicesDep, settings: SettingsDep, metrics: MetricsDep, query: TextQuery
 ) -> SpeechSearchResponse:
     """Utterances of speech database ``db`` nearest to the text query."""
-    hits, start = await _text_query(services, settings, metrics, query, "speech")
-    return SpeechSearchResponse(results=[speech_hit(h) for h in hits], took_ms=_ms(start))
+    hits, start, cut = await _text_query(services, settings, metrics, query, "speech")
+    return SpeechSearchResponse(results=[speech_hit(h) for h in hits], took_ms=_ms(start), truncated=cut)
