@@ -12,6 +12,15 @@ and store rows committed for a shard the manifest does not list yet are kept rat
 finished folder is byte-identical to that of an uninterrupted run (``created`` aside, which the first run
 sets; pass ``created`` to pin it). Nothing in a shard file depends on the clock.
 
+Checkpoints within a shard: a shard holds 500,000 vectors by default, hours of encoding on a CPU, so the
+writer also logs what :meth:`ShardWriter.add` received since the last committed shard in checkpoint files
+(``.partial/<input position>.npz``: the rows, the raw vectors of the new rows, which rows were new), one every
+``checkpoint_rows`` rows or ``checkpoint_seconds`` seconds. A resumed writer replays them through
+:meth:`ShardWriter.add` before the caller adds anything (the same vectors in the same order: the same bytes)
+and counts them in :meth:`ShardWriter.completed_count`, so a killed build loses at most one checkpoint
+interval of encoding. Files wholly before a committed shard's end are deleted at each commit; the folder goes
+at :meth:`ShardWriter.close`.
+
 IVF / PQ factories are trained once, on the first ``train_size`` vectors of the stream (or on a sample given
 to :meth:`ShardWriter.train`), and saved as ``trained.faiss``: every shard is a clone of it, so all shards
 share centroids. Their nprobe is tuned at :meth:`ShardWriter.close` against exact search on a sample of
@@ -20,9 +29,12 @@ queries, and stored in the manifest.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import time
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +47,7 @@ from index.build_folder import TEMP_FILE, load_trained, open_build_folder, write
 from index.factory import choose_factory, make_index, parse_factory, tune_nprobe
 from index.manifest import (
     TRAINED_FILE,
+    IndexFormatError,
     Manifest,
     ShardInfo,
     sha256_file,
@@ -51,6 +64,7 @@ from index.tuning_truth import (
 logger = logging.getLogger(__name__)
 
 SHARD_FILE = "shard_{:05d}.faiss"
+PARTIAL_DIR = ".partial"  # checkpoints of the open shard's inputs
 
 
 def prepare_vectors(vectors: Any, dim: int) -> np.ndarray:
@@ -121,6 +135,9 @@ class ShardWriter:
         seed: seed of the query sample.
         created: ISO time to record as the creation time (default: now, on the first run only).
         extra: free-form JSON-able metadata kept in the manifest.
+        append: reopen a complete database to add shards after its own.
+        checkpoint_rows: write a checkpoint of the open shard's inputs every this many rows (0: never).
+        checkpoint_seconds: ... or when this many seconds passed since the last one (0: by rows only).
     """
 
     def __init__(
@@ -146,6 +163,8 @@ class ShardWriter:
         created: str | None = None,
         extra: dict[str, Any] | None = None,
         append: bool = False,
+        checkpoint_rows: int = 50_000,
+        checkpoint_seconds: float = 300.0,
     ) -> None:
         self.folder = Path(folder)
         if dim <= 0:
@@ -221,10 +240,18 @@ class ShardWriter:
         self._pending_n = 0
         self._pending_texts: dict[str, int] = {}
         self._next_id = self.manifest.ntotal  # next global id to assign
+        self._next_input = self.manifest.inputs  # input position of the next row given to add()
         self._shard: faiss.Index | None = None
         self._open_shard()
         self._t0 = time.perf_counter()
         self._added_since = 0
+        self._checkpoint_rows = max(0, int(checkpoint_rows))
+        self._checkpoint_seconds = max(0.0, float(checkpoint_seconds))
+        self._log: list[tuple[int, np.ndarray, np.ndarray, list[dict[str, Any]] | None]] = []
+        self._log_rows = 0
+        self._log_since = time.monotonic()
+        self._replaying = False
+        self._replay_checkpoints()
 
     # -- public API -------------------------------------------------------------------------------------
 
@@ -232,8 +259,9 @@ class ShardWriter:
         """Input items (duplicates included) already committed: a resumed caller skips that many.
 
         When appending, only the items of this append count (the base database's are not the caller's input).
+        Items replayed from checkpoints of the open shard count too (they are in the writer already).
         """
-        return self.manifest.inputs - int(self.manifest.extra.get("append_base", 0))
+        return self._next_input - int(self.manifest.extra.get("append_base", 0))
 
     @property
     def ntotal(self) -> int:
@@ -273,6 +301,7 @@ class ShardWriter:
         """
         if self.manifest.complete:
             raise ValueError(f"{self.folder}: the database is complete; build a new one to add vectors")
+        raw = np.asarray(vectors, dtype=np.float32)  # what a checkpoint keeps (normalising is not idempotent)
         x = prepare_vectors(vectors, self.dim)
         if self._store is None and rows is not None:
             raise ValueError("rows given but this writer has no store; pass store=True to keep them")
@@ -282,6 +311,8 @@ class ShardWriter:
             )
         if rows is None:
             chunk = _Chunk(vectors=x, rows=None)
+            self._remember(self._next_input, raw, np.ones(len(x), dtype=bool), None)
+            self._next_input += len(x)
         else:
             rows = [_row(r) for r in rows]
             kept: list[int | None] = [None] * len(rows)
@@ -294,20 +325,25 @@ class ShardWriter:
             n_new = int(is_new.sum())
             if len(x) == len(rows):
                 x = x[is_new] if n_new < len(rows) else x
+                raw = raw[is_new] if n_new < len(rows) else raw
             elif len(x) != n_new or not self.dedup:
                 raise ValueError(
                     f"got {len(x)} vectors but {len(rows)} rows ({n_new} new); pass one vector per row, or with "
                     "dedup one per row that duplicate_mask marks False"
                 )
+            self._remember(self._next_input, raw, is_new, rows)
             chunk = _Chunk(vectors=x, rows=[])
-            for r, k in zip(rows, kept, strict=True):
+            first_input, self._next_input = self._next_input, self._next_input + len(rows)
+            for pos, (r, k) in enumerate(zip(rows, kept, strict=True), start=first_input):
                 if k is None:
                     r["id"] = self._next_id + len(chunk.rows)  # type: ignore[arg-type]
                     if self.dedup:
                         self._pending_texts[r["text"]] = r["id"]
                     chunk.rows.append(r)  # type: ignore[union-attr]
                 else:
-                    chunk.dups.append((len(chunk.rows), {**r, "id": k}))  # type: ignore[arg-type]
+                    # seq: the duplicate's position in the input (what the store documents), the same whatever
+                    # the batches and resumes that brought it here
+                    chunk.dups.append((len(chunk.rows), {**r, "id": k, "seq": pos}))  # type: ignore[arg-type]
         self._next_id += len(chunk.vectors)
         self._pending.append(chunk)
         self._pending_n += len(chunk.vectors)
@@ -333,6 +369,7 @@ class ShardWriter:
         for p in self.folder.iterdir():
             if is_tuning_file(p.name) or TEMP_FILE.match(p.name):
                 p.unlink()
+        shutil.rmtree(self.folder / PARTIAL_DIR, ignore_errors=True)
         return self.manifest
 
     def abort(self) -> None:
@@ -358,6 +395,88 @@ class ShardWriter:
         if self._given_queries is not None:
             return self._given_queries
         return load_queries(self.folder) if self._template is not None else None
+
+    # -- checkpoints within a shard ---------------------------------------------------------------------
+
+    def _remember(
+        self, start: int, raw: np.ndarray, is_new: np.ndarray, rows: list[dict[str, Any]] | None
+    ) -> None:
+        """Log one add() call (its rows before ids are given) and write a checkpoint when one is due."""
+        if self._replaying or not self._checkpoint_rows:
+            return
+        copied = None if rows is None else [dict(r) for r in rows]
+        self._log.append((start, np.array(raw, dtype=np.float32, copy=True), is_new.copy(), copied))
+        self._log_rows += len(is_new)
+        due_rows = self._log_rows >= self._checkpoint_rows
+        due_time = self._checkpoint_seconds and time.monotonic() - self._log_since >= self._checkpoint_seconds
+        if due_rows or due_time:
+            self._write_checkpoint()
+
+    def _write_checkpoint(self) -> None:
+        if not self._log:
+            return
+        start = self._log[0][0]
+        rows_given = all(entry[3] is not None for entry in self._log)
+        rows = [r for entry in self._log for r in (entry[3] or [])] if rows_given else None
+        vectors = np.concatenate([entry[1] for entry in self._log]).reshape(-1, self.dim)
+        is_new = np.concatenate([entry[2] for entry in self._log])
+        encoded = np.frombuffer(json.dumps(rows).encode("utf-8"), dtype=np.uint8)
+        folder = self.folder / PARTIAL_DIR
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{start:015d}.npz"
+        tmp = folder / f".{path.name}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, vectors=vectors, is_new=is_new, rows=encoded)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        logger.debug("%s: checkpoint of inputs %d..%d", self.folder.name, start, start + len(is_new))
+        self._log, self._log_rows, self._log_since = [], 0, time.monotonic()
+
+    def _drop_checkpoints(self, committed: int) -> None:
+        """Delete checkpoint files whose inputs all lie before ``committed`` (a committed shard holds them)."""
+        folder = self.folder / PARTIAL_DIR
+        if not folder.is_dir():
+            return
+        for path, start, n in _checkpoint_files(folder):
+            if start + n <= committed:
+                path.unlink()
+
+    def _replay_checkpoints(self) -> None:
+        """Re-add the inputs that checkpoints hold past the last committed shard (a resumed build)."""
+        folder = self.folder / PARTIAL_DIR
+        if not folder.is_dir():
+            return
+        if self.manifest.complete:
+            shutil.rmtree(folder, ignore_errors=True)
+            return
+        replayed = 0
+        self._replaying = True
+        try:
+            for path, start, n in _checkpoint_files(folder):
+                if start + n <= self._next_input:
+                    continue
+                if start > self._next_input:
+                    logger.warning(
+                        "%s: checkpoint %s leaves a gap; ignoring it and later ones", self.folder, path
+                    )
+                    break
+                with np.load(path) as data:
+                    vectors, is_new = data["vectors"], data["is_new"]
+                    rows = json.loads(data["rows"].tobytes().decode("utf-8"))
+                skip = self._next_input - start  # rows of this file a committed shard already holds
+                keep_vectors = vectors[int(is_new[:skip].sum()) :]
+                self.add(keep_vectors, rows[skip:] if rows is not None else None)
+                replayed += n - skip
+        finally:
+            self._replaying = False
+        if replayed:
+            logger.info(
+                "%s: replayed %d inputs from checkpoints of the open shard", self.folder.name, replayed
+            )
 
     # -- internals --------------------------------------------------------------------------------------
 
@@ -457,10 +576,9 @@ class ShardWriter:
             self._t0, self._added_since = time.perf_counter(), 0
 
     def _put_dup(self, row: dict[str, Any]) -> None:
-        seq = self.manifest.inputs + self._cur_inputs
         if self._store is not None and not self._store_done:
             self._store.begin()
-            self._store.add_duplicates([{**row, "seq": seq}])
+            self._store.add_duplicates([row])
         self._cur_inputs += 1
 
     def _flush(self) -> None:
@@ -482,6 +600,7 @@ class ShardWriter:
         self.manifest.shards.append(info)
         self.manifest.save(self.folder)
         logger.info("%s: shard %d committed (%d vectors)", self.folder.name, no, self._cur_count)
+        self._drop_checkpoints(self.manifest.inputs)
         self._open_shard()
 
     def _finish(self) -> None:
@@ -549,6 +668,25 @@ def build_index(
         for i in range(start, len(vectors), batch_size):
             writer.add(vectors[i : i + batch_size], rows[i : i + batch_size] if rows is not None else None)
     return writer.manifest
+
+
+def _checkpoint_files(folder: Path) -> list[tuple[Path, int, int]]:
+    """(path, first input position, rows) of each checkpoint file, by position.
+
+    Raises:
+        IndexFormatError: a checkpoint file is unreadable (names the file: delete it to resume without it).
+    """
+    out = []
+    for path in sorted(folder.glob("*.npz")):
+        try:
+            with np.load(path) as data:
+                n = len(data["is_new"])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise IndexFormatError(
+                f"{path}: unreadable build checkpoint ({exc}); delete it (the build then re-encodes its rows)"
+            ) from exc
+        out.append((path, int(path.stem), n))
+    return out
 
 
 def _row(row: Any) -> dict[str, Any]:

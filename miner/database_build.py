@@ -30,6 +30,18 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class DatabaseComplete(FileExistsError):
+    """A build was asked for a database that is already complete (nothing to resume; ``index add`` appends).
+
+    Attributes:
+        manifest: the complete database's manifest.
+    """
+
+    def __init__(self, message: str, manifest: Manifest):
+        super().__init__(message)
+        self.manifest = manifest
+
+
 @dataclass
 class BuildReport:
     """What a build did, for the CLI and the logs."""
@@ -104,12 +116,20 @@ def check_build_inputs(
     for p in inputs:
         if not Path(p).is_file():
             raise FileNotFoundError(f"corpus file {p} not found")
-    if not append and (folder / "manifest.json").exists() and Manifest.load(folder).complete:
-        raise FileExistsError(
-            f"database {name!r} already exists at {folder}; use `miner index add` to append or choose "
-            "another name"
-        )
+    if not append and (folder / "manifest.json").exists():
+        _refuse_complete(name, folder)
     return folder
+
+
+def _refuse_complete(name: str, folder: Path) -> None:
+    manifest = Manifest.load(folder)
+    if manifest.complete:
+        raise DatabaseComplete(
+            f"database {name!r} at {folder} is complete ({manifest.ntotal} {manifest.kind} items from "
+            f"{manifest.inputs} inputs): nothing to resume; `miner index add --name {name} --input FILE` appends "
+            "more, or choose another name",
+            manifest,
+        )
 
 
 def build_text_database(
@@ -268,8 +288,8 @@ def build_speech_database(
     if not files:
         raise FileNotFoundError(f"no audio files under {audio_dir}")
     exists = (folder / "manifest.json").exists()
-    if exists and Manifest.load(folder).complete:
-        raise FileExistsError(f"database {name!r} already exists at {folder}; choose another name")
+    if exists:
+        _refuse_complete(name, folder)
     chosen = Manifest.load(folder).factory if exists else resolve_factory(factory, len(files), encoder.dim)
     report = BuildReport(name=name, folder=folder, manifest=None)  # type: ignore[arg-type]
     t0 = time.perf_counter()

