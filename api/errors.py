@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.admission import ClientDisconnected, DeadlineExceeded
 from api.audio_input import AudioTooLong, InvalidAudio, UnsupportedAudio
 from api.batching import BatcherClosed, QueueFull
 from api.limits import BodyTooLarge
@@ -43,6 +44,8 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     InvalidQuery: (422, "invalid_query"),
     SpaceMismatchError: (422, "space_mismatch"),
     QueueFull: (503, "overloaded"),
+    DeadlineExceeded: (503, "deadline_exceeded"),
+    ClientDisconnected: (499, "client_closed_request"),
     NotReady: (503, "not_ready"),
     BatcherClosed: (503, "shutting_down"),
 }
@@ -69,7 +72,7 @@ def error_response(
 
 
 def _headers_for(exc: BaseException) -> dict[str, str] | None:
-    if isinstance(exc, QueueFull | NotReady | BatcherClosed):
+    if isinstance(exc, QueueFull | NotReady | BatcherClosed | DeadlineExceeded):
         retry = getattr(exc, "retry_after", 1.0)
         return {"Retry-After": str(max(1, round(retry)))}
     if isinstance(exc, Unauthorized):
@@ -86,7 +89,7 @@ def _status_of(exc: BaseException) -> tuple[int, str]:
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     status, code = _status_of(exc)
-    if status >= 500:
+    if status >= 500 or status == 499:
         log.warning("%s %s -> %d %s: %s", request.method, request.url.path, status, code, exc)
     return error_response(status, code, str(exc), headers=_headers_for(exc))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -69,6 +70,18 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.dropped = Gauge(
+            "miner_items_dropped",
+            "Items dropped before their forward pass because their client left or their deadline passed.",
+            ["encoder"],
+            registry=self.registry,
+        )
+        self.refused = Gauge(
+            "miner_items_refused",
+            "Items refused at once (503) because the encoder's queue or expected wait was over its limit.",
+            ["encoder"],
+            registry=self.registry,
+        )
         self.ready = Gauge("miner_ready", "1 once models and databases are loaded.", registry=self.registry)
 
     def observe_search(self, database: str, seconds: float) -> None:
@@ -85,6 +98,11 @@ class Metrics:
             seconds.observe(took)
 
         return observe
+
+    def track_admission(self, encoder: str, batcher: Any) -> None:
+        """Read a batcher's dropped and refused item counts at scrape time."""
+        self.dropped.labels(encoder).set_function(lambda: float(batcher.dropped))
+        self.refused.labels(encoder).set_function(lambda: float(batcher.refused))
 
     def track_depth(self, encoder: str, depth: Callable[[], int]) -> None:
         """Read the queue depth at scrape time."""

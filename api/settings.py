@@ -55,6 +55,14 @@ class Settings(BaseSettings):
         batch_size: most items one encoder forward pass takes.
         batch_wait_ms: how long the batcher waits for more items once it holds one.
         queue_size: items waiting per encoder beyond which requests get 503 + Retry-After.
+        max_queue_wait_s: a request whose expected wait for an encoder (the audio seconds or tokens queued
+            ahead of it over the encoder's measured rate) is longer gets 503 + Retry-After at once.
+        request_timeout_s: a request still waiting for an encoder after this long gets 503 + Retry-After and
+            its items are dropped (``None``: no deadline).
+        header_timeout_s: a connection that has not sent a request's complete headers within this many
+            seconds is closed (slowloris); ``miner serve`` only.
+        max_connections: connections (and requests in progress) beyond which uvicorn answers 503 at once.
+        keep_alive_s: idle keep-alive connections are closed after this many seconds.
         api_keys: accepted keys (``X-API-Key`` or ``Authorization: Bearer``); empty = no authentication.
         cors_origins: origins allowed by CORS; empty = no CORS headers.
         metrics_database_names: label ``/metrics`` search times with database names (``False``: one label,
@@ -85,6 +93,11 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=16, ge=1)
     batch_wait_ms: float = Field(default=5.0, ge=0)
     queue_size: int = Field(default=256, ge=1)
+    max_queue_wait_s: float | None = Field(default=10.0, gt=0)
+    request_timeout_s: float | None = Field(default=30.0, gt=0)
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    max_connections: int = Field(default=512, ge=1)
+    keep_alive_s: int = Field(default=5, ge=1)
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, repr=False)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     metrics_database_names: bool = True

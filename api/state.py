@@ -245,9 +245,11 @@ class ServiceState:
                 max_wait_ms=s.batch_wait_ms,
                 queue_size=s.queue_size,
                 on_batch=self.metrics.batch_observer(name),
+                max_queue_wait_s=s.max_queue_wait_s,
             )
             batcher.start()
             self.metrics.track_depth(name, _depth_of(batcher))
+            self.metrics.track_admission(name, batcher)
             batchers[name] = batcher
         return Services(models, databases, batchers["speech"], batchers["text"])
 

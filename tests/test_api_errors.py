@@ -206,10 +206,10 @@ def test_api_keys(client: TestClient) -> None:
 def test_overload_is_503_with_retry_after(app, client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     from api.batching import QueueFull
 
-    async def full(item):
+    def full(item, cost=1.0):
         raise QueueFull("text", 256)
 
-    monkeypatch.setattr(app.state.service.services.text_batcher, "submit", full)
+    monkeypatch.setattr(app.state.service.services.text_batcher, "enqueue", full)
     r = client.post("/search/text-to-text", json={"text": "x", "db": "en", "k": 2})
     assert_error(r, 503, "overloaded")
     assert int(r.headers["Retry-After"]) >= 1

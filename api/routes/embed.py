@@ -7,13 +7,13 @@ seconds of its clips (``max_request_audio_seconds``), ``/embed/text`` by the tot
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, UploadFile
+from fastapi import APIRouter, Depends, File, Request, UploadFile
 
+from api.admission import encode_items, speech_cost, text_cost
 from api.deps import ServicesDep, SettingsDep, require_api_key
 from api.routes.common import ERRORS, read_audio
 from api.schemas import EmbedResponse, EmbedTextRequest
@@ -38,6 +38,7 @@ def _response(
 
 @router.post("/speech", response_model=EmbedResponse)
 async def embed_speech(
+    request: Request,
     services: ServicesDep,
     settings: SettingsDep,
     audio: Annotated[
@@ -61,12 +62,20 @@ async def embed_speech(
                     "fewer or shorter clips per request"
                 )
             wavs.append(wav)
-    vectors = await asyncio.gather(*(services.speech_batcher.submit(w) for w in wavs))
-    return _response(list(vectors), services, start)
+    vectors = await encode_items(
+        services.speech_batcher,
+        wavs,
+        [speech_cost(w) for w in wavs],
+        timeout=settings.request_timeout_s,
+        request=request,
+    )
+    return _response(vectors, services, start)
 
 
 @router.post("/text", response_model=EmbedResponse)
-async def embed_text(services: ServicesDep, settings: SettingsDep, body: EmbedTextRequest) -> EmbedResponse:
+async def embed_text(
+    request: Request, services: ServicesDep, settings: SettingsDep, body: EmbedTextRequest
+) -> EmbedResponse:
     """Embed texts with the text encoder of the speech model's space (each cut to the encoder's max tokens;
     ``truncated`` lists the ones that were)."""
     start = time.perf_counter()
@@ -81,5 +90,11 @@ async def embed_text(services: ServicesDep, settings: SettingsDep, body: EmbedTe
             f"these texts make {tokens} tokens, over the limit of {settings.max_request_tokens} per request: "
             "send fewer or shorter texts per request"
         )
-    vectors = await asyncio.gather(*(services.text_batcher.submit(f.text) for f in fits))
-    return _response(list(vectors), services, start, [i for i, f in enumerate(fits) if f.truncated])
+    vectors = await encode_items(
+        services.text_batcher,
+        [f.text for f in fits],
+        [text_cost(f.tokens) for f in fits],
+        timeout=settings.request_timeout_s,
+        request=request,
+    )
+    return _response(vectors, services, start, [i for i, f in enumerate(fits) if f.truncated])

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 
+from api.admission import encode_items, speech_cost, text_cost
 from api.deps import MetricsDep, ServicesDep, SettingsDep, require_api_key
 from api.routes.common import ERRORS, read_audio, speech_hit, text_hit
 from api.schemas import SpeechSearchResponse, TextQuery, TextSearchResponse
@@ -26,6 +27,7 @@ def _ms(start: float) -> float:
 
 @router.post("/speech-to-text", response_model=TextSearchResponse)
 async def speech_to_text(
+    request: Request,
     services: ServicesDep,
     settings: SettingsDep,
     metrics: MetricsDep,
@@ -35,12 +37,13 @@ async def speech_to_text(
 ) -> TextSearchResponse:
     """Sentences of ``text_db`` nearest to the spoken query."""
     start = time.perf_counter()
-    hits = await _speech_query(services, settings, metrics, audio, text_db, "text", k)
+    hits = await _speech_query(request, services, settings, metrics, audio, text_db, "text", k)
     return TextSearchResponse(results=[text_hit(h) for h in hits], took_ms=_ms(start))
 
 
 @router.post("/speech-to-speech", response_model=SpeechSearchResponse)
 async def speech_to_speech(
+    request: Request,
     services: ServicesDep,
     settings: SettingsDep,
     metrics: MetricsDep,
@@ -50,11 +53,12 @@ async def speech_to_speech(
 ) -> SpeechSearchResponse:
     """Utterances of ``speech_db`` nearest to the spoken query."""
     start = time.perf_counter()
-    hits = await _speech_query(services, settings, metrics, audio, speech_db, "speech", k)
+    hits = await _speech_query(request, services, settings, metrics, audio, speech_db, "speech", k)
     return SpeechSearchResponse(results=[speech_hit(h) for h in hits], took_ms=_ms(start))
 
 
 async def _speech_query(
+    request: Request,
     services: ServicesDep,
     settings: SettingsDep,
     metrics: MetricsDep,
@@ -68,12 +72,23 @@ async def _speech_query(
     db = services.database(name, kind)
     with services.speech_batcher.announce():  # a forming batch waits for this clip while it decodes
         wav = await read_audio(audio, settings)
-    vector = await services.speech_batcher.submit(wav)
+    (vector,) = await encode_items(
+        services.speech_batcher,
+        [wav],
+        [speech_cost(wav)],
+        timeout=settings.request_timeout_s,
+        request=request,
+    )
     return await search_one(db, vector, k, metrics)
 
 
 async def _text_query(
-    services: ServicesDep, settings: SettingsDep, metrics: MetricsDep, query: TextQuery, kind: str
+    request: Request,
+    services: ServicesDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    query: TextQuery,
+    kind: str,
 ) -> tuple[list, float, bool]:
     """Check and embed a text query (cut to the encoder's token limit), search ``query.db`` of ``kind``.
 
@@ -85,23 +100,29 @@ async def _text_query(
     check_text(query.text, settings.max_text_chars)
     db = services.database(query.db, kind)
     (fit,) = await fit_texts(services.models.text, [query.text])
-    vector = await services.text_batcher.submit(fit.text)
+    (vector,) = await encode_items(
+        services.text_batcher,
+        [fit.text],
+        [text_cost(fit.tokens)],
+        timeout=settings.request_timeout_s,
+        request=request,
+    )
     return await search_one(db, vector, query.k, metrics), start, fit.truncated
 
 
 @router.post("/text-to-text", response_model=TextSearchResponse)
 async def text_to_text(
-    services: ServicesDep, settings: SettingsDep, metrics: MetricsDep, query: TextQuery
+    request: Request, services: ServicesDep, settings: SettingsDep, metrics: MetricsDep, query: TextQuery
 ) -> TextSearchResponse:
     """Sentences of text database ``db`` nearest to the text query."""
-    hits, start, cut = await _text_query(services, settings, metrics, query, "text")
+    hits, start, cut = await _text_query(request, services, settings, metrics, query, "text")
     return TextSearchResponse(results=[text_hit(h) for h in hits], took_ms=_ms(start), truncated=cut)
 
 
 @router.post("/text-to-speech", response_model=SpeechSearchResponse)
 async def text_to_speech(
-    services: ServicesDep, settings: SettingsDep, metrics: MetricsDep, query: TextQuery
+    request: Request, services: ServicesDep, settings: SettingsDep, metrics: MetricsDep, query: TextQuery
 ) -> SpeechSearchResponse:
     """Utterances of speech database ``db`` nearest to the text query."""
-    hits, start, cut = await _text_query(services, settings, metrics, query, "speech")
+    hits, start, cut = await _text_query(request, services, settings, metrics, query, "speech")
     return SpeechSearchResponse(results=[speech_hit(h) for h in hits], took_ms=_ms(start), truncated=cut)

@@ -46,6 +46,7 @@ def serve_command(
     import uvicorn
 
     from api.main import create_app
+    from api.server import uvicorn_options
     from api.settings import Settings
 
     given: dict[str, Any] = {
@@ -61,8 +62,17 @@ def serve_command(
     app = create_app(cfg)
     auth = f"{len(cfg.api_keys)} API key(s)" if cfg.api_keys else "no authentication"
     log.info("serving on http://%s:%d (data root %s, %s)", host, port, cfg.home, auth)
-    # one worker, no reload: the models load once in the app's lifespan
-    uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1, timeout_graceful_shutdown=30)
+    # one worker, no reload: the models load once in the app's lifespan; header timeout, connection limit and
+    # keep-alive from the settings (api.server)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        workers=1,
+        timeout_graceful_shutdown=30,
+        **uvicorn_options(cfg),
+    )
 
 
 def serve(
