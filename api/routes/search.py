@@ -32,7 +32,7 @@ async def speech_to_text(
     settings: SettingsDep,
     metrics: MetricsDep,
     audio: AudioFile,
-    text_db: Annotated[str, Form(description="Text database to search.")],
+    text_db: Annotated[str, Form(min_length=1, description="Text database to search.")],
     k: K = 10,
 ) -> TextSearchResponse:
     """Sentences of ``text_db`` nearest to the spoken query."""
@@ -48,7 +48,7 @@ async def speech_to_speech(
     settings: SettingsDep,
     metrics: MetricsDep,
     audio: AudioFile,
-    speech_db: Annotated[str, Form(description="Speech database to search.")],
+    speech_db: Annotated[str, Form(min_length=1, description="Speech database to search.")],
     k: K = 10,
 ) -> SpeechSearchResponse:
     """Utterances of ``speech_db`` nearest to the spoken query."""
