@@ -39,10 +39,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--open", type=Path, required=True, help="open_train.tsv of synthesize_open.py")
     ap.add_argument("--replay", type=Path, required=True, help="catalog train manifest (make_demo_manifests.py)")
     ap.add_argument("--replay-per-lang", type=int, default=800)
+    ap.add_argument("--open-per-lang", type=int, default=0, help="keep the first N open-domain clips per language "
+                    "(0: all); the frame cache costs ~25-50 audio-s per s on 2 CPU cores")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    rows = rebased(read_tsv(args.open), args.open, args.out.parent)
+    opened = read_tsv(args.open)
+    if args.open_per_lang > 0:
+        kept: dict[str, int] = defaultdict(int)
+        capped = []
+        for r in opened:
+            if kept[r["lang"]] < args.open_per_lang:
+                kept[r["lang"]] += 1
+                capped.append(r)
+        opened = capped
+    rows = rebased(opened, args.open, args.out.parent)
     taken: dict[str, int] = defaultdict(int)
     replay = []
     for r in sorted(read_tsv(args.replay), key=lambda r: r["id"]):

@@ -25,12 +25,12 @@ miner train scripts/demo_train_more3.toml  # stage 5: more clips, T3 negatives f
 miner train scripts/demo_train_more4.toml  # stage 6: 1,200 more updates on stage 5's clips (runs/demo_more4)
 # Stage 7: open-domain speech. Long, general sentences from Debian's translated books and fortune cookies, single
 # and joined up to 25 s, by every training voice (espeak-ng variants, Festival, Piper; needs the `voices` extra and
-# festival + festvox-* from Debian), augmented; 800 catalog clips per language replayed. Text ~1 min, speech
-# ~11 min, teacher targets ~15 min, frames ~40 min, 800 updates (runs/demo_open).
+# festival + festvox-* from Debian), augmented; 250 catalog clips per language replayed. Text ~1 min, speech
+# ~11 min, teacher targets ~8 min, frames of 8,250 clips (15.6 h) ~35 min, 500 updates (runs/demo_open).
 python scripts/gather_open_text.py --debs work/debs --out work/open_data --download
 python scripts/synthesize_open.py --text work/open_data/open_text.tsv --out work/open_data --train-per-lang 1200 --jobs 2
 python scripts/make_open_train.py --open work/open_data/open_train.tsv --replay work/demo_run/train.tsv \
-  --replay-per-lang 800 --out work/open_run/train.tsv
+  --open-per-lang 600 --replay-per-lang 250 --out work/open_run/train.tsv
 python scripts/make_open_eval.py --data work/open_data --out work/open_eval --asr-per-lang 20
 miner train scripts/demo_train_open.toml   # stage 7 (runs/demo_open)
 miner eval fusion-weight --queries work/open_eval/queries_dev_asr.tsv --db work/open_eval/en_db.txt \
