@@ -65,6 +65,7 @@ logger = logging.getLogger(__name__)
 
 SHARD_FILE = "shard_{:05d}.faiss"
 PARTIAL_DIR = ".partial"  # checkpoints of the open shard's inputs
+STORE_GROUP = 1024  # store rows written together (see ShardWriter._write_events)
 
 
 def prepare_vectors(vectors: Any, dim: int) -> np.ndarray:
@@ -525,6 +526,8 @@ class ShardWriter:
         self._truth = ShardTruth(self._queries, self.tune_k) if self._queries is not None else None
         # rows already committed by a killed run (store ahead of the manifest) are not written twice
         self._store_done = self._store is not None and self._store.shard_done(self._shard_no)
+        self._events: list[tuple[str, dict[str, Any]]] = []  # store rows and duplicates not written yet
+        self._event_items = 0
 
     def _drain(self) -> None:
         if self._template is None:
@@ -559,12 +562,9 @@ class ShardWriter:
         if self._truth is not None:
             self._truth.add(x, self._cur_first + self._cur_count)
         if rows is not None and self._store is not None:
-            if not self._store_done:
-                self._store.begin()  # one transaction per shard, committed by _flush
-                self._store.add_many(rows)
-            for r in rows:
-                if "text" in r:
-                    self._pending_texts.pop(r["text"], None)
+            self._events.extend(("item", r) for r in rows)
+            self._event_items += len(rows)
+            self._write_events(final=False)
         self._cur_count += len(x)
         self._cur_inputs += len(x)
         self._added_since += len(x)
@@ -576,10 +576,39 @@ class ShardWriter:
             self._t0, self._added_since = time.perf_counter(), 0
 
     def _put_dup(self, row: dict[str, Any]) -> None:
-        if self._store is not None and not self._store_done:
-            self._store.begin()
-            self._store.add_duplicates([row])
+        if self._store is not None:
+            self._events.append(("dup", row))
         self._cur_inputs += 1
+
+    def _write_events(self, final: bool) -> None:
+        """Write the buffered store rows in groups of ``STORE_GROUP`` rows (with the duplicates met before the
+        group's last row); ``final``: everything left (the shard's end).
+
+        The groups follow the input alone, not the add() batches nor where a resumed run replays from, so the
+        SQLite file gets the same inserts in the same order and its pages come out byte-identical (rows and
+        duplicates written as the batches came interleaved the two tables' page allocations differently).
+        """
+        assert self._store is not None
+        while self._events and (final or self._event_items >= STORE_GROUP):
+            cut, seen = len(self._events), 0
+            for i, (kind, _) in enumerate(self._events):
+                seen += kind == "item"
+                if seen == STORE_GROUP:
+                    cut = i + 1
+                    break
+            group, self._events = self._events[:cut], self._events[cut:]
+            items = [r for kind, r in group if kind == "item"]
+            dups = [r for kind, r in group if kind == "dup"]
+            self._event_items -= len(items)
+            if not self._store_done:
+                self._store.begin()  # one transaction per shard, committed by _flush
+                if items:
+                    self._store.add_many(items)
+                if dups:
+                    self._store.add_duplicates(dups)
+            for r in items:  # in the store now: found by its own lookups
+                if "text" in r:
+                    self._pending_texts.pop(r["text"], None)
 
     def _flush(self) -> None:
         """Commit the open shard: shard file, then store transaction, then manifest."""
@@ -590,6 +619,7 @@ class ShardWriter:
         if self._truth is not None:
             self._truth.save(self.folder, no)
         if self._store is not None:
+            self._write_events(final=True)
             if not self._store_done:
                 self._store.begin()
                 self._store.mark_shard(no, self._cur_first, self._cur_count, self._cur_inputs)

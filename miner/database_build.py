@@ -148,6 +148,7 @@ def build_text_database(
     root: str | os.PathLike[str] | None = None,
     append: bool = False,
     progress: bool = True,
+    checkpoint_rows: int = 50_000,
 ) -> BuildReport:
     """Embed text corpora (or take precomputed embeddings) into ``<root>/<name>``.
 
@@ -166,6 +167,8 @@ def build_text_database(
         batch_size: sentences per encoder call.
         skip_bad_lines: skip undecodable lines (counted) instead of stopping at the first one.
         append: add the inputs as new shards to an existing database (``miner index add``).
+        checkpoint_rows: save the open shard's inputs every this many sentences (a killed build resumes from
+            there; :class:`index.ShardWriter`).
 
     Returns:
         A :class:`BuildReport`. Exact duplicate sentences are stored once (LASER-style) and counted.
@@ -196,6 +199,7 @@ def build_text_database(
         "name": name,
         "shard_size": shard_size,
         "dedup": True,
+        "checkpoint_rows": checkpoint_rows,
     }
     t0 = time.perf_counter()
     total = sum(count_corpus(p, **read_kwargs) for p in inputs)
@@ -270,6 +274,7 @@ def build_speech_database(
     max_audio_seconds: float | None = None,
     root: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    checkpoint_rows: int = 50_000,
 ) -> BuildReport:
     """Embed the utterances under ``audio_dir`` with a SAMU model into a speech database ``<root>/<name>``.
 
@@ -324,6 +329,7 @@ def build_speech_database(
         kind="speech",
         name=name,
         shard_size=shard_size,
+        checkpoint_rows=checkpoint_rows,
     ) as writer:
         done = writer.completed_count()
         report.skipped_resume = done

@@ -126,8 +126,15 @@ def read_cache_entry(cache_dir: Path, key: str) -> tuple[list[Segment], np.ndarr
     meta_file, emb_file = cache_dir / f"{key}.json", cache_dir / f"{key}.npy"
     if not (meta_file.is_file() and emb_file.is_file()):
         return None
-    segs = [Segment.from_dict(d) for d in json.loads(meta_file.read_text())["segments"]]
-    return segs, np.load(emb_file)
+    try:
+        segs = [Segment.from_dict(d) for d in json.loads(meta_file.read_text())["segments"]]
+        emb = np.load(emb_file)
+        if emb.ndim != 2 or emb.shape[0] != len(segs):
+            raise ValueError(f"{emb.shape[0] if emb.ndim else 0} embeddings for {len(segs)} segments")
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # a damaged entry is recomputed, not fatal
+        log.warning("cache entry %s is unreadable (%s): computing it again", meta_file, exc)
+        return None
+    return segs, emb
 
 
 def write_cache_entry(cache_dir: Path, key: str, segs: list[Segment], emb: np.ndarray) -> None:

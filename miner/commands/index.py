@@ -55,6 +55,10 @@ def build(
     space_id: str | None = typer.Option(None, help="Space id of --embeddings (e.g. labse-768)."),
     factory: str = typer.Option("auto", help="faiss factory string, or 'auto' (by size and memory)."),
     shard_size: int = typer.Option(500_000, min=1, help="Vectors per shard."),
+    batch_size: int = typer.Option(1024, min=1, help="Text: sentences read per encoder call."),
+    checkpoint_rows: int = typer.Option(
+        50_000, min=0, help="Save progress within a shard every this many items (a killed build resumes there)."
+    ),
     segment: str = typer.Option("file", help="Speech: 'file' (one utterance per file) or 'vad'."),
     skip_bad_lines: bool = typer.Option(False, help="Skip undecodable lines instead of stopping."),
     home: Path | None = typer.Option(None, help="Data root (default $MINER_HOME or ./data)."),
@@ -111,6 +115,7 @@ def build(
                 factory=factory,
                 shard_size=shard_size,
                 root=home,
+                checkpoint_rows=checkpoint_rows,
             )
         else:
             if not input:
@@ -134,6 +139,8 @@ def build(
                 shard_size=shard_size,
                 skip_bad_lines=skip_bad_lines,
                 root=home,
+                batch_size=batch_size,
+                checkpoint_rows=checkpoint_rows,
             )
         _print_report(report)
     except DatabaseComplete as done:  # a rerun of a finished build: nothing to do, not an error
