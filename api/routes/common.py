@@ -20,10 +20,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     for status, text in (
         (401, "Missing or invalid API key."),
         (404, "Unknown database."),
-        (413, "Upload or audio too large."),
+        (413, "Upload, audio or request too large (bytes, seconds, decoded samples, total seconds or tokens)."),
         (415, "Not audio, or a codec the server cannot decode."),
-        (422, "Invalid request: corrupt or empty audio, k out of range, malformed fields."),
-        (503, "Loading, or overloaded (see Retry-After)."),
+        (
+            422,
+            "Invalid request: corrupt, empty or too short audio, an absurd sample rate, control characters in "
+            "text, k out of range, malformed fields.",
+        ),
+        (503, "Loading, overloaded, or past the request deadline (see Retry-After)."),
     )
 }
 
