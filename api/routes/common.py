@@ -20,7 +20,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     for status, text in (
         (401, "Missing or invalid API key."),
         (404, "Unknown database."),
-        (413, "Upload, audio or request too large (bytes, seconds, decoded samples, total seconds or tokens)."),
+        (
+            413,
+            "Upload, audio or request too large (bytes, seconds, decoded samples, total seconds or tokens).",
+        ),
         (415, "Not audio, or a codec the server cannot decode."),
         (
             422,
