@@ -252,7 +252,11 @@ class ShardWriter:
         self._log_rows = 0
         self._log_since = time.monotonic()
         self._replaying = False
-        self._replay_checkpoints()
+        try:
+            self._replay_checkpoints()
+        except BaseException:
+            self.abort()  # close the store: the caller never gets this writer
+            raise
 
     # -- public API -------------------------------------------------------------------------------------
 
@@ -457,13 +461,16 @@ class ShardWriter:
         replayed = 0
         self._replaying = True
         try:
-            for path, start, n in _checkpoint_files(folder):
+            found = _checkpoint_files(folder)
+            for i, (path, start, n) in enumerate(found):
                 if start + n <= self._next_input:
                     continue
                 if start > self._next_input:
                     logger.warning(
-                        "%s: checkpoint %s leaves a gap; ignoring it and later ones", self.folder, path
+                        "%s: checkpoint %s leaves a gap; deleting it and later ones", self.folder, path
                     )
+                    for later, _, _ in found[i:]:
+                        later.unlink()
                     break
                 with np.load(path) as data:
                     vectors, is_new = data["vectors"], data["is_new"]

@@ -162,3 +162,14 @@ def test_a_corrupt_checkpoint_names_the_file(tmp_path):
     with pytest.raises(IndexFormatError, match=files[0].name):
         ShardWriter(folder, 16, "Flat", space_id="t-16", encoder_id="enc", shard_size=500, dedup=True,
                     tune_queries=40, created=CREATED)  # fmt: skip
+
+
+def test_a_missing_checkpoint_drops_the_later_ones_and_the_build_still_matches(tmp_path, reference):
+    folder = tmp_path / "db"
+    run_build(folder, "Flat", crash=7)
+    files = sorted((folder / PARTIAL_DIR).glob("*.npz"))
+    assert len(files) >= 2
+    files[0].unlink()  # a gap: the later checkpoints cannot be replayed
+    _, start = run_build(folder, "Flat")
+    assert start == 0  # nothing committed, nothing replayed: re-encoded from the start
+    assert folder_bytes(folder) == reference["Flat"]
