@@ -61,6 +61,8 @@ class Settings(BaseSettings):
             its items are dropped (``None``: no deadline).
         header_timeout_s: a connection that has not sent a request's complete headers within this many
             seconds is closed (slowloris); ``miner serve`` only.
+        body_timeout_s: a connection whose request body is still incomplete this many seconds after its head is
+            closed (slow uploads); ``miner serve`` only.
         max_connections: connections (and requests in progress) beyond which uvicorn answers 503 at once.
         keep_alive_s: idle keep-alive connections are closed after this many seconds.
         api_keys: accepted keys (``X-API-Key`` or ``Authorization: Bearer``); empty = no authentication.
@@ -96,6 +98,7 @@ class Settings(BaseSettings):
     max_queue_wait_s: float | None = Field(default=10.0, gt=0)
     request_timeout_s: float | None = Field(default=30.0, gt=0)
     header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=60.0, gt=0)
     max_connections: int = Field(default=512, ge=1)
     keep_alive_s: int = Field(default=5, ge=1)
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, repr=False)

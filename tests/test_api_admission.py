@@ -138,7 +138,9 @@ def served(api_env: ApiEnv) -> Iterator[tuple[str, object]]:
     """A real uvicorn server with miner serve's options (header timeout 0.5 s, 4 connections)."""
     import uvicorn
 
-    settings = settings_for(api_env, header_timeout_s=0.5, max_connections=4, request_timeout_s=20.0)
+    settings = settings_for(
+        api_env, header_timeout_s=0.5, body_timeout_s=1.0, max_connections=4, request_timeout_s=20.0
+    )
     app = create_app(settings)
     port = _free_port()
     config = uvicorn.Config(
@@ -165,6 +167,36 @@ def test_half_sent_headers_are_cut_off(served) -> None:
         assert time.monotonic() - start < 3
     with httpx.Client(base_url=url, timeout=10) as c:
         assert c.get("/healthz").status_code == 200  # whole requests are unaffected
+
+
+def test_a_body_that_stops_coming_is_cut_off(served) -> None:
+    url, _ = served
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(
+            b"POST /embed/text HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"texts": ['
+        )
+        start = time.monotonic()
+        while s.recv(4096):  # whatever the app answers to a body cut short, the server closes the connection
+            pass
+        assert 0.5 < time.monotonic() - start < 4
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        # a complete request is answered, and the connection serves the next one (within the head timeout)
+        assert _healthz_on(s).startswith(b"HTTP/1.1 200")
+        time.sleep(0.2)
+        assert _healthz_on(s).startswith(b"HTTP/1.1 200")
+
+
+def _healthz_on(s: socket.socket) -> bytes:
+    """GET /healthz on an open socket; the whole answer."""
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = b""
+    while b'"ok"}' not in answer:
+        chunk = s.recv(4096)
+        assert chunk, answer
+        answer += chunk
+    return answer
 
 
 def test_connections_are_limited(served) -> None:
