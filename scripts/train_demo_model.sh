@@ -31,7 +31,7 @@ python scripts/gather_open_text.py --debs work/debs --out work/open_data --downl
 python scripts/synthesize_open.py --text work/open_data/open_text.tsv --out work/open_data --train-per-lang 1200 --jobs 2
 python scripts/make_open_train.py --open work/open_data/open_train.tsv --replay work/demo_run/train.tsv \
   --open-per-lang 600 --replay-per-lang 250 --out work/open_run/train.tsv
-python scripts/make_open_eval.py --data work/open_data --out work/open_eval --asr-per-lang 20
+python scripts/make_open_eval.py --data work/open_data --out work/open_eval --asr-per-lang 15
 miner train scripts/demo_train_open.toml   # stage 7 (runs/demo_open)
 miner eval fusion-weight --queries work/open_eval/queries_dev_asr.tsv --db work/open_eval/en_db.txt \
   --model runs/demo_open/final --save      # the fused encoder's weight, chosen on dev
