@@ -10,13 +10,17 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
 
 from index.manifest import IndexFormatError, Manifest, check_space, sha256_file
+
+if TYPE_CHECKING:
+    from index.torch_search import TorchFlatSearch
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +30,14 @@ MMAP_MIN_BYTES = 64 << 20  # smaller shards are read into memory: mapping them b
 class ShardedIndex:
     """The shards of one database, loaded; use :meth:`load`."""
 
-    def __init__(self, folder: Path, manifest: Manifest, shards: list[Any], on_gpu: bool = False) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        manifest: Manifest,
+        shards: list[Any],
+        on_gpu: bool = False,
+        torch_search: TorchFlatSearch | None = None,
+    ) -> None:
         self.folder = folder
         self.manifest = manifest
         self._shards = shards
@@ -36,9 +47,10 @@ class ShardedIndex:
             self._offsets = np.zeros(1, dtype=np.int64)
             self._ends = np.array([manifest.ntotal], dtype=np.int64)
         self.on_gpu = on_gpu
+        self._torch = torch_search  # exact search on a torch device instead of faiss (Flat shards only)
         self._lock = threading.Lock()
         # one index (e.g. shards merged at load) is searched by faiss itself: exactly a plain index's search
-        self._shared = None if on_gpu or len(shards) < 2 else _shared_coarse(shards)
+        self._shared = None if on_gpu or torch_search or len(shards) < 2 else _shared_coarse(shards)
         if self._shared is not None:
             for ivf in self._shared[2]:
                 # under faiss's default parallel_mode 0, search_preassigned runs on one thread (IndexIVF.search
@@ -57,6 +69,8 @@ class ShardedIndex:
         verify: bool = False,
         allow_incomplete: bool = False,
         mmap_min_bytes: int = MMAP_MIN_BYTES,
+        device: str = "auto",
+        backend: str = "auto",
     ) -> ShardedIndex:
         """Load the shards listed in ``<folder>/manifest.json``.
 
@@ -70,6 +84,11 @@ class ShardedIndex:
             gpu: copy the shards to all GPUs when faiss has GPUs; on a CPU-only faiss a warning is logged and
                 search stays on the CPU.
             fp16: with ``gpu``, store vectors / lookup tables in float16 on the GPU.
+            device: where search runs: ``auto`` (CUDA when torch sees it), ``cpu``, ``cuda`` or ``cuda:N``.
+            backend: ``auto``, ``faiss`` or ``torch`` (:mod:`index.torch_search`: exact search of Flat shards
+                as fp16 matrix products on CUDA, float32 on the CPU). ``auto`` on a CUDA device: faiss's GPU
+                copy where this faiss build has GPUs, else torch for Flat databases, else faiss on the CPU
+                (IVF / PQ need faiss-GPU to leave the CPU). On the CPU ``auto`` is faiss.
             verify: check each shard's SHA-256 against the manifest first (reads every byte).
             allow_incomplete: load a build that has not finished (used to tune it).
 
@@ -123,14 +142,18 @@ class ShardedIndex:
                 )
             shards.append(index)
         on_gpu = False
-        if gpu:
+        choice = "faiss" if gpu else _choose_backend(backend, device, shards, manifest.factory)
+        torch_search = None
+        if choice == "faiss-gpu" or gpu:
             shards, on_gpu = _to_gpus(shards, fp16)
+        elif choice.startswith("torch:"):
+            torch_search = _torch_search_of(shards, choice.split(":", 1)[1], manifest.dim)
         elif len(shards) > 1 and not mapped and _shared_coarse(shards) is not None:
             shards = [_merge_ivf_shards(shards, [info.offset for info in manifest.shards])]
         logger.info(
             "loaded %s: %d vectors in %d shards (%s)", folder, manifest.ntotal, len(shards), manifest.factory
         )
-        return cls(folder, manifest, shards, on_gpu)
+        return cls(folder, manifest, shards, on_gpu, torch_search)
 
     # -- properties -------------------------------------------------------------------------------------
 
@@ -138,6 +161,13 @@ class ShardedIndex:
     def ntotal(self) -> int:
         """Number of vectors over all shards."""
         return self.manifest.ntotal
+
+    @property
+    def backend(self) -> str:
+        """What searches: ``faiss-cpu``, ``faiss-gpu`` or ``torch-<device>`` (e.g. ``torch-cuda:0``)."""
+        if self._torch is not None:
+            return f"torch-{self._torch.device}"
+        return "faiss-gpu" if self.on_gpu else "faiss-cpu"
 
     @property
     def searched_indexes(self) -> int:
@@ -195,6 +225,8 @@ class ShardedIndex:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k={k!r}: must be an integer >= 1")
         k = int(k)
+        if self._torch is not None:
+            return self._torch.search(x, k)
         params = self._params(nprobe)
         parts = []  # (scores, global ids) of each non-empty shard
         if self._shared is not None and params is not None and len(x):
@@ -356,6 +388,78 @@ def _shared_coarse(shards: list[Any]) -> tuple[list[Any], Any, list[Any]] | None
             return None
         ivfs.append(index)
     return (transforms, quantizer, ivfs) if ivfs else None
+
+
+def _is_flat(shard: Any) -> bool:
+    return isinstance(faiss.downcast_index(shard), faiss.IndexFlat)
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"search device {device!r}: use auto, cpu, cuda or cuda:N") from exc
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"search device {device!r}: torch sees no CUDA device here; use auto or cpu")
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"search device {device!r}: use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def _choose_backend(backend: str, device: str, shards: list[Any], factory: str) -> str:
+    """``faiss``, ``faiss-gpu`` or ``torch:<device>``: see :meth:`ShardedIndex.load`."""
+    if backend not in ("auto", "faiss", "torch"):
+        raise ValueError(f"search backend {backend!r}: use auto, faiss or torch")
+    if backend == "faiss" and device in ("auto", "cpu"):
+        return "faiss"
+    dev = _resolve_device(device)
+    flat = all(_is_flat(s) for s in shards) if shards else factory == "Flat"
+    if backend == "torch":
+        if not flat:
+            raise ValueError(
+                f"search backend torch searches Flat databases only, this one is {factory!r}; use backend "
+                "faiss (or rebuild the database with --factory Flat)"
+            )
+        return f"torch:{dev}"
+    gpu_faiss = hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
+    if dev == "cpu":
+        return "faiss"
+    if gpu_faiss:
+        return "faiss-gpu"
+    if backend == "faiss" or not flat:
+        logger.warning(
+            "search on %s asked for, but this faiss build has no GPU support%s; searching on the CPU",
+            dev,
+            "" if flat else f" and the torch backend needs a Flat database (this one: {factory})",
+        )
+        return "faiss"
+    return f"torch:{dev}"
+
+
+def _torch_search_of(shards: list[Any], device: str, dim: int) -> TorchFlatSearch:
+    """The Flat shards' vectors, in id order, as one tensor on ``device``."""
+    from index.torch_search import TorchFlatSearch
+
+    def parts() -> Iterator[np.ndarray]:
+        step = 1 << 18  # rows copied at a time: the host holds at most ~0.8 GB of float32 beside the shards
+        for shard in shards:
+            for start in range(0, shard.ntotal, step):
+                yield shard.reconstruct_n(start, min(step, shard.ntotal - start))
+
+    shape = (sum(int(s.ntotal) for s in shards), dim)
+    searcher = TorchFlatSearch.from_arrays(parts(), shape, device)
+    logger.info(
+        "torch search on %s: %d x %d %s vectors resident",
+        device,
+        searcher.ntotal,
+        searcher.dim,
+        searcher.dtype,
+    )
+    return searcher
 
 
 def _to_gpus(shards: list[Any], fp16: bool) -> tuple[list[Any], bool]:
