@@ -96,3 +96,22 @@ def test_a_cache_from_before_segments_is_reused_for_a_longer_list(model_and_utts
     both = FrameCache.build_or_open(model, utts, tmp_path, 4.0, progress=False)
     assert len(_segments(tmp_path)) == 2
     np.testing.assert_array_equal(_frames(both, 3), _frames(first, 3))
+
+
+def test_the_same_file_through_another_manifest_folder_is_not_recomputed(model_and_utts, tmp_path: Path) -> None:
+    """Manifests in sibling folders name one clip as ``run1/../x.flac`` and ``run2/../x.flac``: one cache entry."""
+    import dataclasses
+
+    from miner.train.features import FrameCache
+
+    model, utts = model_and_utts
+
+    def via(folder: str) -> list:
+        (utts[0].audio.parent / folder).mkdir(exist_ok=True)  # the path must open, `..` and all
+        return [dataclasses.replace(u, audio=u.audio.parent / folder / ".." / u.audio.name) for u in utts[:6]]
+
+    first = FrameCache.build_or_open(model, via("run1"), tmp_path / "cache", 4.0, progress=False)
+    second = FrameCache.build_or_open(model, via("run2"), tmp_path / "cache", 4.0, progress=False)
+    assert len(_segments(tmp_path / "cache")) == 1
+    for i in range(6):
+        np.testing.assert_array_equal(_frames(second, i), _frames(first, i))

@@ -55,7 +55,14 @@ def backbone_fingerprint(backbone: torch.nn.Module) -> str:
 
 
 def _utterance_line(u: Utterance) -> str:
-    return f"{u.audio}\t{u.start:.6f}\t{u.duration:.6f}"
+    # normpath: the same file reached from two manifest folders (``a/../x.flac``, ``b/../x.flac``) is one entry
+    return f"{os.path.normpath(u.audio)}\t{u.start:.6f}\t{u.duration:.6f}"
+
+
+def _normalised_line(line: str) -> str:
+    """An utterance line as written by any version (older ones kept ``..`` in the path), normalised."""
+    audio, sep, rest = line.partition("\t")
+    return os.path.normpath(audio) + sep + rest
 
 
 def _utterance_key(utterances: Sequence[Utterance]) -> str:
@@ -176,7 +183,7 @@ def _segments_of(cache: Path, fingerprint: str) -> dict[str, tuple[Path, int]]:
         if meta.get("backbone") != fingerprint or not utts.is_file():
             continue
         for row, line in enumerate(utts.read_text(encoding="utf-8").splitlines()):
-            found.setdefault(line, (stem, row))
+            found.setdefault(_normalised_line(line), (stem, row))
     return found
 
 
