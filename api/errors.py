@@ -19,6 +19,7 @@ from api.admission import ClientDisconnected, DeadlineExceeded
 from api.audio_input import AudioTooLong, InvalidAudio, UnsupportedAudio
 from api.batching import BatcherClosed, QueueFull
 from api.limits import BodyTooLarge
+from api.routes.audio import SegmentNotFound, SegmentUnreadable
 from api.search import InvalidQuery, RequestTooLarge
 from api.security import Unauthorized
 from api.state import NotReady
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     Unauthorized: (401, "unauthorized"),
     UnknownDatabase: (404, "unknown_database"),
+    SegmentNotFound: (404, "segment_not_found"),
     BodyTooLarge: (413, "payload_too_large"),
     AudioTooLong: (413, "audio_too_long"),
     RequestTooLarge: (413, "request_too_large"),
@@ -41,6 +43,7 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     InvalidAudio: (422, "invalid_audio"),
     AudioError: (422, "invalid_audio"),
     WrongDatabaseKind: (422, "wrong_database_kind"),
+    SegmentUnreadable: (422, "segment_unreadable"),
     InvalidQuery: (422, "invalid_query"),
     SpaceMismatchError: (422, "space_mismatch"),
     QueueFull: (503, "overloaded"),

@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from api.errors import install_error_handlers
 from api.limits import BodyLimitMiddleware
 from api.metrics import Metrics, MetricsMiddleware
-from api.routes import admin, embed, health, metrics, search
+from api.routes import admin, audio, embed, health, metrics, search, web
 from api.settings import Settings
 from api.state import ServiceState
 
@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = state
     app.state.metrics = app_metrics
     install_error_handlers(app)
-    for module in (health, metrics, admin, search, embed):
+    for module in (health, metrics, admin, search, embed, audio, web):
         app.include_router(module.router)
     # added last = outermost: metrics see every answer, the body limit runs before any route reads a byte
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
