@@ -17,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 
 def pin(cpus: set[int] | None) -> None:
@@ -46,6 +47,9 @@ def _in_process_worker(conn: Connection, args: argparse.Namespace) -> None:
             msg = conn.recv()
             if msg[0] == "stop":
                 break
+            if msg[0] == "batched":
+                conn.send(_batched_rate(speech, db, clips, args, batch=msg[1], n=msg[2]))
+                continue
             data = clips[msg[1] % len(clips)]
             t0 = time.perf_counter()
             wav = decode_upload(data, max_seconds=args.max_audio_seconds)
@@ -55,6 +59,29 @@ def _in_process_worker(conn: Connection, args: argparse.Namespace) -> None:
     finally:
         db.close()
         loader.shutdown()
+
+
+def _batched_rate(
+    speech: Any, db: Any, clips: list[bytes], args: argparse.Namespace, batch: int, n: int
+) -> float:
+    """Clips per second of decode -> encode in batches of ``batch`` -> search -> rows, without HTTP: the
+    ceiling the served API's micro-batching aims at. One untimed batch first."""
+    from api.audio_input import decode_upload
+
+    extra = {"batch_seconds": args.batch_seconds} if getattr(speech, "kind", "") == "samu" else {}
+
+    def run(count: int, start: int) -> None:
+        wavs = [
+            decode_upload(clips[(start + j) % len(clips)], max_seconds=args.max_audio_seconds)
+            for j in range(count)
+        ]
+        db.search(speech.encode(wavs, batch_size=batch, **extra), args.k)
+
+    run(batch, 0)
+    t0 = time.perf_counter()
+    for start in range(0, n, batch):
+        run(min(batch, n - start), start)
+    return n / (time.perf_counter() - t0)
 
 
 class InProcess:
@@ -82,6 +109,11 @@ class InProcess:
         self._conn.send(("run", i))
         return float(self._conn.recv())
 
+    def batched_rate(self, batch: int, n: int) -> float:
+        """Clips per second when ``n`` clips are encoded and searched in batches of ``batch`` in-process."""
+        self._conn.send(("batched", batch, n))
+        return float(self._conn.recv())
+
     def close(self) -> None:
         if self._proc.is_alive():
             self._conn.send(("stop",))
@@ -105,6 +137,7 @@ def start_server(
             "MINER_HOME": str(home),
             "MINER_DATABASES": db,
             "MINER_BATCH_SIZE": str(args.batch_size),
+            **({"MINER_BATCH_SECONDS": str(args.batch_seconds)} if args.batch_seconds else {}),
             "MINER_BATCH_WAIT_MS": str(args.batch_wait_ms),
             "MINER_MAX_AUDIO_SECONDS": str(args.max_audio_seconds),
             "MINER_MAX_K": str(max(args.k, 100)),

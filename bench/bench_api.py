@@ -39,6 +39,7 @@ import logging
 import os
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -224,8 +225,11 @@ def bench_server(
     for c in args.concurrency:
         if c == 1:
             continue  # measured by paired_run
-        latencies, wall = asyncio.run(_load(url, db, args.k, clips, args.requests, args.warmup, c))
+        with GpuSampler() as gpu:
+            latencies, wall = asyncio.run(_load(url, db, args.k, clips, args.requests, args.warmup, c))
         results[c] = {"requests": args.requests, "rps": args.requests / wall, **_percentiles(latencies)}
+        if gpu.samples:
+            results[c]["gpu_util_mean"] = float(np.mean(gpu.samples))
         log.info(
             "concurrency %d: %.1f req/s, p50 %.1f ms, p99 %.1f ms",
             c,
@@ -234,6 +238,37 @@ def bench_server(
             results[c]["p99_ms"],
         )
     return results
+
+
+class GpuSampler:
+    """GPU utilisation (%) sampled every 100 ms through NVML while the block runs; no samples without NVML."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> GpuSampler:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        except Exception:  # no NVML (CPU machine, library missing): nothing to sample
+            return self
+
+        def run() -> None:
+            while not self._stop.wait(0.1):
+                self.samples.append(float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu))
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 def _cpus(text: str | None) -> set[int] | None:
@@ -279,6 +314,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="torch device (default: CUDA when available)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--batch-wait-ms", type=float, default=5.0)
+    p.add_argument("--batch-seconds", type=float, default=None, help="audio seconds per speech forward pass")
+    p.add_argument(
+        "--batched-baseline",
+        type=int,
+        default=0,
+        help="also time in-process decode+encode+search in batches of this many clips (0: skip): the ceiling "
+        "that the API's throughput at high concurrency is compared with",
+    )
     p.add_argument("--max-audio-seconds", type=float, default=60.0)
     p.add_argument(
         "--ready-timeout", type=float, default=900.0, help="seconds to wait for the server to load"
@@ -331,6 +374,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             wait_ready(url, proc, args.ready_timeout)
             pin(args.client_cpus)  # after the spawns: this thread alone runs the client
             local, remote, pairs = paired_run(args, url, db, clips, inproc)
+            batched = (
+                inproc.batched_rate(args.batched_baseline, max(args.requests, 4 * args.batched_baseline))
+                if args.batched_baseline
+                else None
+            )
             inproc.close()  # frees its model before the load runs
             api = {1: remote, **bench_server(args, url, db, clips)}
     finally:
@@ -359,7 +407,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "overhead_p50": ratio,
         "overhead_ms_median": overhead_ms,
         "paired_ratio_median": paired_ratio,
+        "batch_size": args.batch_size,
+        "batch_seconds": args.batch_seconds,
     }
+    if batched is not None:
+        report["in_process_batched"] = {"batch": args.batched_baseline, "rps": batched}
+        report["api_rps_over_batched"] = {c: r["rps"] / batched for c, r in api.items()}
     pinning = (
         f"server and in-process on CPUs {report['server_cpus']}, client on {report['client_cpus'] or 'any'}"
         if args.server_cpus or args.client_cpus
@@ -375,6 +428,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"{'in-process (seq.)':<22}{local['rps']:>10.1f}{local['p50_ms']:>10.1f}{local['p99_ms']:>10.1f}")
     for c, r in api.items():
         print(f"{f'API, concurrency {c}':<22}{r['rps']:>10.1f}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}")
+    if batched is not None:
+        print(f"{f'in-process, batch {args.batched_baseline}':<22}{batched:>10.1f}")
+        for c, r in api.items():
+            print(f"API concurrency {c} / in-process batched: {r['rps'] / batched:.2f}"
+                  + (f" (GPU busy {r['gpu_util_mean']:.0f}%)" if "gpu_util_mean" in r else ""))  # fmt: skip
     verdict = "OK" if ratio <= 1.10 else "over the 10% goal"
     print(f"API p50 (concurrency 1) / in-process p50 = {ratio:.3f} ({verdict})")
     print(

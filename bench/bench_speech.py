@@ -145,10 +145,21 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
 
 
 def bench_encode(
-    backbone_dir: Path, root: Path, device: torch.device, clips: list[np.ndarray], bs: int, repeats: int
+    backbone_dir: Path,
+    root: Path,
+    device: torch.device,
+    clips: list[np.ndarray],
+    bs: int,
+    repeats: int,
+    batch_seconds: float | None = None,
+    cast_weights: bool = False,
 ) -> dict:
-    """Seconds of ``SpeechEncoder.encode`` and of the plain model's forward over the same batches."""
-    from miner.encoders.batching import length_sorted_batches
+    """Seconds of ``SpeechEncoder.encode`` and of the plain model's forward over the same batches.
+
+    ``batch_seconds``: batches by padded audio seconds as well as by count (``encode(batch_seconds=...)``);
+    ``cast_weights``: the model's weights cast to bf16 once (``for_inference``) instead of autocast.
+    """
+    from miner.encoders.batching import budget_batches
     from miner.encoders.samu import SpeechEncoder
 
     samu_dir = root / "samu"
@@ -157,11 +168,14 @@ def bench_encode(
             str(backbone_dir), dim=768, space_id="bench", teacher="bench"
         ).save_pretrained(samu_dir)
     ours = SpeechEncoder.from_pretrained(samu_dir, device=str(device))
+    if cast_weights:
+        ours.for_inference()
     plain = PlainBackbone(backbone_dir, device)
-    batches = list(length_sorted_batches([len(c) for c in clips], bs))
+    budget = None if batch_seconds is None else int(batch_seconds * SR)
+    batches = list(budget_batches([len(c) for c in clips], bs, budget))
 
     def run_ours() -> None:
-        ours.encode(clips, batch_size=bs)  # returns numpy: already synchronised
+        ours.encode(clips, batch_size=bs, batch_seconds=batch_seconds)  # returns numpy: already synchronised
 
     def run_plain() -> None:
         with torch.inference_mode(), autocast(device):
@@ -186,10 +200,42 @@ def bench_encode(
     t_ours, t_plain = min(times["ours"]), min(times["plain"])
     mem_ours, mem_plain = work_gib["ours"], work_gib["plain"]
     audio_s = sum(len(c) for c in clips) / SR
+    reset_peak(device)
     return dict(
-        batch_size=bs, clips=len(clips), audio_s=audio_s, ours_s=t_ours, plain_s=t_plain,
-        ours_gib=mem_ours, plain_gib=mem_plain,
+        batch_size=bs, batch_seconds=batch_seconds, cast_weights=cast_weights, batches=len(batches),
+        clips=len(clips), audio_s=audio_s, ours_s=t_ours, plain_s=t_plain, ours_gib=mem_ours, plain_gib=mem_plain,
     )  # fmt: skip
+
+
+def measured_floor(backbone_dir: Path, device: torch.device) -> dict[str, float]:
+    """The bf16 matrix-product rate of this device (8192^3, mean of 10 after 3 warm-ups) and the backbone's
+    FLOPs per audio second (torch's flop counter on one 10 s clip): their ratio is the encode floor."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    plain = PlainBackbone(backbone_dir, torch.device("cpu") if device.type != "cuda" else device)
+    clip = random_clips(1, 10.0, 10.0, seed=1)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:  # inference_mode breaks weight_norm here
+        plain(clip)
+    flops_per_audio_s = counter.get_total_flops() / 10.0
+    del plain
+    if device.type != "cuda":
+        return {"flops_per_audio_s": flops_per_audio_s}
+    n = 8192
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    sync(device)
+    tflops = 2 * n**3 * 10 / (time.perf_counter() - t) / 1e12
+    return {
+        "flops_per_audio_s": flops_per_audio_s,
+        "bf16_tflops": tflops,
+        "floor_x_real_time": tflops * 1e12 / flops_per_audio_s,
+    }
 
 
 def random_teacher(root: Path) -> Path:
@@ -315,7 +361,16 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="1,16,64")
     ap.add_argument("--repeats", type=int, default=3, help="timed encode rounds per batch size, best of")
     ap.add_argument("--train-updates", type=int, default=20, help="timed updates of the full phase (0 skips)")
-    ap.add_argument("--batch-seconds", type=float, default=320.0)
+    ap.add_argument("--batch-seconds", type=float, default=320.0, help="training batches (padded seconds)")
+    ap.add_argument(
+        "--encode-variants",
+        default="autocast,cast,cast+seconds",
+        help="encode paths to time at each batch size: autocast (fp32 weights, bf16 autocast, clip-count "
+        "batches), cast (bf16 weights), cast+seconds (bf16 weights, batches by --encode-seconds as well); "
+        "NAME@N runs NAME at batch size N only",
+    )
+    ap.add_argument("--encode-seconds", type=float, default=640.0, help="padded seconds per encode batch")
+    ap.add_argument("--floor", action="store_true", help="measure the bf16 floor and the FLOPs per audio second")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     from transformers import Wav2Vec2Model, WhisperModel
@@ -331,17 +386,33 @@ def main() -> None:
         torch.manual_seed(0)
         model_class = WhisperModel if "whisper" in args.size else Wav2Vec2Model
         model_class(backbone_config(args.size)).save_pretrained(root / "backbone")
-        for bs in [int(b) for b in args.batch_sizes.split(",")]:
-            result["encode"].append(bench_encode(root / "backbone", root, device, clips, bs, args.repeats))
+        if args.floor:
+            result["floor"] = measured_floor(root / "backbone", device)
+            print("floor:", result["floor"], flush=True)
+        runs = []  # (variant, batch size): a variant written name@N runs at batch size N only
+        for spec in args.encode_variants.split(","):
+            name, _, size = spec.partition("@")
+            runs += [(name, int(size))] if size else [(name, int(b)) for b in args.batch_sizes.split(",")]
+        for variant, bs in runs:
+            seconds = args.encode_seconds if "seconds" in variant else None
+            r = bench_encode(
+                root / "backbone", root, device, clips, bs, args.repeats, seconds, variant.startswith("cast")
+            )
+            r["variant"] = variant
+            print(f"encode {variant} batch {bs}: ours {r['audio_s'] / r['ours_s']:.0f} x real time, "
+                  f"plain {r['audio_s'] / r['plain_s']:.0f}", flush=True)  # fmt: skip
+            result["encode"].append(r)
         if args.train_updates > 0:
             result["train"] = bench_train(root / "backbone", root, device, clips, args)
     print(f"\n{result['device']}, torch {result['torch']}, backbone {args.size} (random init)\n")
-    print("| encode | batch | audio/s (x real time) ours | plain | ours/plain time | work GiB ours / plain |")
-    print("|---|---|---|---|---|---|")
+    floor = result.get("floor", {}).get("floor_x_real_time")
+    print("| encode path | batch | x real time ours | plain | ours/plain time | % of floor | work GiB ours / plain |")
+    print("|---|---|---|---|---|---|---|")
     for r in result["encode"]:
-        print(f"| {r['clips']} clips, {r['audio_s'] / 60:.1f} min | {r['batch_size']} | {r['audio_s'] / r['ours_s']:.0f} "
-              f"| {r['audio_s'] / r['plain_s']:.0f} | {r['ours_s'] / r['plain_s']:.2f} "
-              f"| {r['ours_gib']:.2f} / {r['plain_gib']:.2f} |")  # fmt: skip
+        rate = r["audio_s"] / r["ours_s"]
+        share = f"{100 * rate / floor:.1f}" if floor else "-"
+        print(f"| {r['variant']} | {r['batch_size']} | {rate:.0f} | {r['audio_s'] / r['plain_s']:.0f} "
+              f"| {r['ours_s'] / r['plain_s']:.2f} | {share} | {r['ours_gib']:.2f} / {r['plain_gib']:.2f} |")  # fmt: skip
     if result["train"]:
         r = result["train"]
         print(f"\n| train ({r['batch_seconds']:.0f} s batches, clips {r['mean_clip_s']:.1f} s) | utt/s | audio h per h |"

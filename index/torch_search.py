@@ -101,7 +101,7 @@ class TorchFlatSearch:
             return scores, ids
         kk = min(k, n)
         q_all = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and q_all.nbytes >= 1 << 20:  # pinning costs more than it saves below
             q_all = q_all.pin_memory()
         item = self.vectors.element_size()
         # rows per block, then queries per block, so that a block of scores fits the budget

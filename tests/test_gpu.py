@@ -55,3 +55,21 @@ def test_trainer_runs_amp_on_cuda_and_saves_fp32(
     model = SpeechEncoder.from_pretrained(final, device="cpu")
     assert {p.dtype for p in model.parameters()} == {torch.float32}  # autocast never leaks into saved weights
     assert "cuda" in capture_rng()  # checkpoints carry the GPU's RNG too
+
+
+def test_cuda_bf16_weights_seconds_batches_and_prefetch_match_cpu(
+    tiny_wav2vec2_dir: Path, tiny_whisper_dir: Path, tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """The GPU inference path (weights cast once, batches by audio seconds, inputs prepared ahead in pinned
+    memory) against fp32 on the CPU, for both backbones."""
+    clips = [make_clip(rng, s) for s in (0.5, 3.1, 0.9, 2.4, 1.1, 0.7)]
+    for name, folder in (("w2v", tiny_wav2vec2_dir), ("whisper", tiny_whisper_dir)):
+        SpeechEncoder.from_backbone(str(folder), dim=24, space_id="t", teacher="t").save_pretrained(
+            tmp_path / name
+        )
+        cpu = SpeechEncoder.from_pretrained(tmp_path / name, device="cpu")
+        gpu = SpeechEncoder.from_pretrained(tmp_path / name, device="cuda").for_inference()
+        assert next(gpu.parameters()).dtype in (torch.bfloat16, torch.float16)
+        a = cpu.encode(clips, batch_size=2)
+        b = gpu.encode(clips, batch_size=8, batch_seconds=4.0)
+        assert (np.sum(a * b, axis=1) > 0.98).all(), name
