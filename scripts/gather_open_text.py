@@ -61,7 +61,8 @@ TEST_SHARE, DEV_SHARE = 0.10, 0.05
 TEST_SOURCES = ("handbook",)  # the one book translated into all nine languages
 
 _SENT_END = re.compile(r"(?<=[.!?…»\"”])\s+(?=[«\"„“¿¡(]?[A-ZÀ-ÖØ-ÞĄĆĘŁŃÓŚŹŻА-ЯЁ0-9])")
-_NOT_SPEAKABLE = re.compile(r"[\x00/\\$<>=_|{}\[\]#~*`^@%&+]|https?:|www\.|\.\w{2,4}\b(?<!\.\s)|\d{3,}")
+# C0/C1 control characters too: 16 of them came through from the books' HTML into the first gathering
+_NOT_SPEAKABLE = re.compile(r"[\x00-\x1f\x7f-\x9f/\\$<>=_|{}\[\]#~*`^@%&+]|https?:|www\.|\.\w{2,4}\b(?<!\.\s)|\d{3,}")
 _LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
 
 

@@ -27,19 +27,18 @@ def read_tsv(path: Path) -> list[dict[str, str]]:
 
 
 def write_tsv(path: Path, rows: list[dict[str, str]], columns: list[str]) -> None:
+    """Plain tab-separated lines, as every reader here expects (``csv`` with ``QUOTE_NONE``, no escape
+    character): a field's tabs and line breaks become spaces, and nothing else is changed. (``csv.writer``
+    with an escape character wrote every ``"`` as ``\\"``, which no reader undid.)"""
     tmp = path.with_name(path.name + ".tmp")
+
+    def clean(value: object) -> str:
+        return str(value).replace("\t", " ").replace("\r", " ").replace("\n", " ")
+
     with tmp.open("w", encoding="utf-8", newline="") as f:
-        w = csv.DictWriter(
-            f,
-            columns,
-            delimiter="\t",
-            quoting=csv.QUOTE_NONE,
-            escapechar="\\",
-            lineterminator="\n",
-            extrasaction="ignore",
-        )
-        w.writeheader()
-        w.writerows(rows)
+        f.write("\t".join(columns) + "\n")
+        for row in rows:
+            f.write("\t".join(clean(row.get(c, "")) for c in columns) + "\n")
     os.replace(tmp, path)
 
 

@@ -37,6 +37,8 @@ def test_speakable_keeps_prose_and_drops_code_paths_numbers_and_fragments() -> N
     assert not speakable("Version 12345 was released then.")  # long numbers
     assert not speakable("Too short.")  # under four words
     assert not speakable("A sentence that never ends with punctuation")
+    assert not speakable("The package manager\x85 installs everything you need.")  # a C1 control character
+    assert not speakable("The package manager\x08 installs everything you need.")  # a C0 one
 
 
 def test_handbook_pages_align_by_structure_and_untranslated_text_is_dropped(tmp_path: Path) -> None:
