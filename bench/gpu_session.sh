@@ -8,7 +8,7 @@
 # The machine's python3 must hold torch with CUDA, transformers and sentence-transformers. Wheels of what it
 # lacks wait in .whl/ (under 25 MB: faiss-cpu, soundfile + cffi + pycparser, soxr, fastapi + starlette +
 # opentelemetry-api, uvicorn, pydantic + pydantic-core + annotated-types + typing-inspection + typing-extensions,
-# pydantic-settings + python-dotenv, python-multipart; for Python 3.12): they are installed to /tmp/site first,
+# pydantic-settings + python-dotenv, python-multipart; for Python 3.12; bench/fetch_gpu_wheels.sh gets them): they are installed to /tmp/site first,
 # since such machines reach no package index. STEPS picks steps (default "tests speech search api").
 set -uo pipefail
 out=${1:-${OUT:-/tmp/gpu_session}}
