@@ -58,6 +58,7 @@ if (_reason := _missing()) is not None:
 
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -313,7 +314,8 @@ def test_microphone_recording_searches(browser: Any, demo_server: DemoServer) ->
     assert browser.find_element(By.ID, "rec-limit").text == "1:00.0"  # the server's max_audio_seconds
     time.sleep(seconds)
     assert browser.find_element(By.ID, "rec-timer").text != "0:00.0"  # the timer runs
-    record.click()
+    ActionChains(browser).send_keys(Keys.ESCAPE).perform()  # Esc stops a recording
+    assert record.get_attribute("aria-pressed") == "false" and not indicator.is_displayed()
     texts = _results_or_error(browser)
     assert isinstance(texts, list), texts
     status = browser.find_element(By.ID, "status").text
