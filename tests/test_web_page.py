@@ -207,6 +207,8 @@ def _open(driver: Any, server: DemoServer, key: str | None = KEY, db: str = TEXT
     driver.get(server.url + "/")
     _wait(driver, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true", "page")
     assert driver.find_element(By.ID, "key-section").is_displayed()  # keys are on: the page asks for one
+    assert not driver.find_element(By.ID, "error").is_displayed()  # it asks before it calls the API
+    assert "Enter the API key" in driver.find_element(By.ID, "status").text
     if key is None:
         return
     field = driver.find_element(By.ID, "api-key")

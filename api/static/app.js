@@ -354,7 +354,11 @@
       return showError(err);
     }
     await loadModel();
-    await loadIndexes();
+    if (state.config.auth_required) {
+      $("status").textContent = "Enter the API key above to list the databases.";
+    } else {
+      await loadIndexes();
+    }
     document.body.dataset.ready = "true";  // tests and scripts wait for this
   }
 
