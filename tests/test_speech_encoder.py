@@ -131,6 +131,10 @@ def test_bad_inputs_raise_clear_errors(model: SpeechEncoder, tmp_path: Path) -> 
         model.encode([np.zeros(0, dtype=np.float32)])
     with pytest.raises(TypeError, match="list of waveforms"):
         model.encode(np.zeros(16000, dtype=np.float32))
+    for n in (1, 200, 399):  # a torch padding / kernel-size error before the check
+        with pytest.raises(ValueError, match=f"#1 has {n} samples.*at least 400"):
+            model.encode([np.zeros(16000, dtype=np.float32), np.zeros(n, dtype=np.float32)])
+    assert model.encode([np.full(400, 0.1, dtype=np.float32)]).shape == (1, model.dim)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         SpeechEncoder.from_pretrained(tmp_path / "nope")
     (tmp_path / "notamodel").mkdir()

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from miner.audio import MIN_SAMPLES  # the shortest clip every backbone takes (25 ms)
 from miner.encoders.backbones import Backbone, build_backbone, load_pretrained_backbone
 from miner.encoders.batching import budget_batches
 from miner.encoders.speech_spec import SpeechModel
@@ -355,6 +356,12 @@ class SpeechEncoder(nn.Module):
         for i, w in enumerate(waveforms):
             if np.asarray(w).ndim != 1 or len(w) == 0:
                 raise ValueError(f"waveform #{i} must be a non-empty 1-D array, got shape {np.shape(w)}")
+            if len(w) < MIN_SAMPLES:
+                raise ValueError(
+                    f"waveform #{i} has {len(w)} samples ({1000 * len(w) / SAMPLE_RATE:.1f} ms); the speech "
+                    f"encoder needs at least {MIN_SAMPLES} ({1000 * MIN_SAMPLES / SAMPLE_RATE:.0f} ms at 16 kHz): "
+                    "drop clips this short or pad them with silence"
+                )
         if not self.backbone.padding_safe and batch_size > 1:
             log.warning("backbone normalises over time (group norm): encoding one clip at a time")
             batch_size, batch_seconds = 1, None
