@@ -13,6 +13,7 @@ yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read docker-compo
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
+COMPOSE_GPU = ROOT / "docker-compose.gpu.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 ENV_EXAMPLE = ROOT / "deploy" / "env.example"
 README = ROOT / "deploy" / "README.md"
@@ -53,8 +54,8 @@ def test_services_and_profiles(compose: dict) -> None:
     assert services["api"]["command"] == ["miner", "serve", "--host", "0.0.0.0", "--port", "8000"]
     assert services["worker"]["command"][:2] == ["miner", "mine"]
     for name, svc in services.items():
-        devices = svc["deploy"]["resources"]["reservations"]["devices"]
-        assert any(d["driver"] == "nvidia" and d["capabilities"] == ["gpu"] for d in devices), name
+        # GPUs are reserved by docker-compose.gpu.yml only (tests/test_deploy_compose.py)
+        assert "deploy" not in svc, name
         assert svc["environment"]["MINER_HOME"] == "/data" and svc["environment"]["HF_HOME"].startswith(
             "/models"
         )
@@ -64,27 +65,31 @@ def test_services_and_profiles(compose: dict) -> None:
 
 def test_build_targets_are_dockerfile_stages(compose: dict) -> None:
     stages = _stages()
-    assert {"builder", "runtime"} <= stages
+    assert {"base", "builder", "cpu", "cuda"} <= stages
+    gpu = yaml.safe_load(COMPOSE_GPU.read_text())
     for name, svc in compose["services"].items():
         build = svc.get("build")
         assert build, f"service {name} has no build section"
         assert (ROOT / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
-        assert build["target"] in stages, f"{name}: target {build['target']!r} is not a stage of {DOCKERFILE}"
+        for target in (build["target"], gpu["services"][name]["build"]["target"]):
+            assert target in stages, f"{name}: target {target!r} is not a stage of {DOCKERFILE}"
     text = DOCKERFILE.read_text()
-    assert re.search(r"(?m)^ARG CUDA_IMAGE=nvidia/cuda:12\.\d+(\.\d+)?-cudnn-runtime-ubuntu22\.04$", text)
-    assert "COPY --from=builder /opt/venv /opt/venv" in text and "faiss-gpu-cu12" in text
+    assert "COPY --from=builder /opt/venv /opt/venv" in text
+    assert "nvidia/cuda:12." in gpu["x-gpu-build"]["args"]["BASE_IMAGE"]
+    assert "faiss-gpu-cu12" in gpu["x-gpu-build"]["args"]["FAISS_PACKAGE"]
 
 
 def test_every_compose_variable_is_documented_in_env_example(compose: dict) -> None:
     values, documented = _env_example()
-    used = set(_VAR.findall(COMPOSE.read_text()))
+    used = set(_VAR.findall(COMPOSE.read_text())) | set(_VAR.findall(COMPOSE_GPU.read_text()))
     for svc in compose["services"].values():
         used |= set(svc.get("environment", {}))
     assert used, "the compose file uses no variables: the parser is broken"
     missing = sorted(used - documented)
-    assert not missing, f"used by docker-compose.yml but not in deploy/env.example: {missing}"
-    env_files = [e["path"] for e in compose["services"]["api"]["env_file"]]
-    assert "deploy/env.example" in env_files
+    assert not missing, f"used by the compose files but not in deploy/env.example: {missing}"
+    assert "deploy/env.example" in compose["services"]["api"]["env_file"]
+    # cp deploy/env.example .env makes .env the override file
+    assert values.get("MINER_ENV_FILE") == ".env"
 
 
 def test_env_example_keys_are_settings_or_documented(monkeypatch: pytest.MonkeyPatch) -> None:
