@@ -103,7 +103,10 @@ def start_server(home: Path, port: int, env: dict[str, str]) -> subprocess.Popen
     """`miner serve` in its own process (the demo model, every database under ``home``)."""
     full = {**os.environ, "MINER_HOME": str(home), "MINER_LOAD_IN_BACKGROUND": "true", **env}
     full.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return subprocess.Popen(
+    # stderr to a file, never a pipe: nobody reads a pipe during the run, and once ~64 KB of the server's
+    # warnings (one per 503) filled it, the server's event loop blocked on the write and every client timed out
+    log = open(home / "serve.log", "wb")  # noqa: SIM115 (the server process owns it until it exits)
+    proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -118,15 +121,19 @@ def start_server(home: Path, port: int, env: dict[str, str]) -> subprocess.Popen
         ],  # fmt: skip
         env=full,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
+    log.close()  # the child holds its own descriptor
+    return proc
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 600.0) -> None:
+def wait_ready(
+    url: str, proc: subprocess.Popen[bytes], timeout: float = 600.0, log: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            err = log.read_text(errors="replace") if log is not None and log.is_file() else ""
             raise RuntimeError(f"miner serve exited with {proc.returncode}: {err[-2000:]}")
         try:
             if httpx.get(url + "/readyz", timeout=5).status_code == 200:
@@ -255,7 +262,7 @@ def run(
         }
         proc = start_server(root, port, env)
         try:
-            wait_ready(url, proc)
+            wait_ready(url, proc, log=root / "serve.log")
             client_timeout = request_timeout_s + 15.0
             with RssSampler(proc.pid) as rss:
                 first = asyncio.run(steady(url, clients, seconds, client_timeout))
