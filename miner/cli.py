@@ -16,7 +16,7 @@ from miner.commands.index import index_app
 from miner.commands.mine import export_command, mine_command
 from miner.commands.search import search_command
 from miner.commands.serve import serve
-from miner.commands.train import train_command
+from miner.commands.train import merge_command, train_command
 
 app = typer.Typer(
     name="miner",
@@ -34,6 +34,7 @@ app.command("export")(export_command)
 app.command("demo")(demo_command)
 app.command("serve")(serve)
 app.command("train")(train_command)
+app.command("merge")(merge_command)
 
 
 @app.callback()

@@ -73,3 +73,24 @@ def _plan(cfg: TrainConfig) -> str:
     if cfg.dev_manifest:
         lines.append(f"dev manifest {cfg.dev_manifest}: {len(read_manifest(cfg.dev_manifest))} utterances")
     return "\n".join(lines)
+
+
+def merge_command(
+    old: Path = typer.Argument(..., help="SAMU model folder: the model fine-tuned from (weight 0)."),
+    new: Path = typer.Argument(..., help="SAMU model folder: its fine-tune on another domain (weight 1)."),
+    weight: float = typer.Option(
+        0.5, "--weight", "-w", min=0.0, max=1.0, help="Share of NEW: head = (1-w)*OLD + w*NEW."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the merged model (head only)."),
+) -> None:
+    """Merge two SAMU heads on one frozen backbone by interpolating their weights (WiSE-FT): a fine-tune that
+    learned a new domain and its starting model, blended to keep much of both. Choose the weight on dev data of
+    both domains (`miner eval retrieval` per weight); calibrations (mine threshold, fusion weight) are dropped:
+    run them again on the merged model."""
+    from miner.train.merge import merge_model_folders
+
+    for folder in (old, new):
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"{folder} is not a SAMU model folder (no config.json)")
+    merged = merge_model_folders(old, new, weight, out)
+    typer.echo(f"merged model: {merged}")
