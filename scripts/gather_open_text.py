@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -190,7 +191,13 @@ def download(debs: Path) -> None:
     for deb in sorted(debs.glob("*.deb")):
         target = debs / "x" / deb.name.split("_")[0]
         if not target.exists():
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(target)], check=True)
+            # dpkg-deb makes only the last folder; extract beside the target and rename, so an interrupted
+            # extraction is not taken for a finished one next time
+            partial = target.with_name(target.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(partial)], check=True)
+            partial.rename(target)
 
 
 def write_tsv(path: Path, rows: list[dict[str, str]]) -> None:

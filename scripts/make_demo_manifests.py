@@ -74,7 +74,15 @@ def main() -> None:
         default="train_more.tsv",
         help="file name (in --out) of the grown train manifest, so each warm-started stage keeps its own",
     )
+    ap.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="write only the evaluation files (no train clips needed: synthesize with --splits test,dev); the "
+        "meanings train.tsv would hold, which the databases leave out, are read from parallel.tsv's plan",
+    )
     args = ap.parse_args()
+    if args.eval_only and args.more_train_per_lang:
+        ap.error("--eval-only writes no train manifest: drop --more-train-per-lang")
     langs = args.langs.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
     cols = ["id", "audio", "lang", "text", "translation", "meaning_id", "duration"]
@@ -87,13 +95,26 @@ def main() -> None:
                 by_lang[r["lang"]].append(r)
         return [r for lang in langs for r in by_lang[lang]]
 
-    train = capped(read_tsv(args.data / "train.tsv"), args.train_per_lang)
-    # how each clip was made (synthesize_speech.py writes these), kept when the inputs have them
-    cols += [c for c in ("synth", "voice", "augment") if train and c in train[0]]
+    if args.eval_only:
+        # synthesize_speech.py speaks each language's train meanings in meaning-id order, so the first
+        # --train-per-lang of them are the ones train.tsv would hold.
+        planned = [
+            {"meaning_id": r["meaning_id"], "lang": lang}
+            for r in read_tsv(args.data / "parallel.tsv")
+            if r["split"] == "train"
+            for lang in langs
+            if r.get(lang)
+        ]
+        train = capped(planned, args.train_per_lang)
+    else:
+        train = capped(read_tsv(args.data / "train.tsv"), args.train_per_lang)
     dev = capped(read_tsv(args.data / "dev.tsv"), args.dev_per_lang)
+    # how each clip was made (synthesize_speech.py writes these), kept when the inputs have them
+    cols += [c for c in ("synth", "voice", "augment") if dev and c in dev[0]]
     test_all = read_tsv(args.data / "test.tsv")
     test = capped(test_all, args.test_per_lang)
-    write_tsv(args.out / "train.tsv", rebase(train, args.data, args.out), cols)
+    if not args.eval_only:
+        write_tsv(args.out / "train.tsv", rebase(train, args.data, args.out), cols)
     write_tsv(args.out / "dev.tsv", rebase(dev, args.data, args.out), cols)
     write_tsv(args.out / "queries_x_en.tsv", rebase(test, args.data, args.out), cols)
 
