@@ -6,6 +6,7 @@ Outputs in ``--out`` (default ``work/demo_run``):
 - ``queries_x_en.tsv``: test clips of each non-English language (held-out meanings), ``translation`` = English;
 - ``queries_en_x.tsv``: English test clips, ``translation`` = the French sentence (EN->X direction);
 - ``en_speech_db.tsv``: English test and dev clips, the search side of speech-to-speech X->EN retrieval;
+- ``en_dev_db.txt``: ``en_db.txt`` plus the dev clips' English sentences (the dev queries' database);
 - ``en_db.txt``: English sentences of every test meaning plus held-out distractors (dev meanings, then train
   meanings unused by training) up to ``--db-size``; ``fr_db.txt`` likewise in French.
 All paths in the manifests are relative to ``--out`` so the folder can move.
@@ -141,6 +142,10 @@ def main() -> None:
         in_db.update(ids)
         texts = sorted({by_meaning[m][lang] for m in ids})
         (args.out / f"{lang}_db.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    # The dev queries' database: en_db.txt plus the dev clips' English (model selection never uses the tests).
+    en_db = (args.out / "en_db.txt").read_text(encoding="utf-8").splitlines()
+    dev_en = sorted({r["translation"] for r in dev} - set(en_db))
+    (args.out / "en_dev_db.txt").write_text("\n".join(en_db + dev_en) + "\n", encoding="utf-8")
     print(f"train {len(train)}  dev {len(dev)}  x->en queries {len(test)}  en->x queries {len(en_queries)}")
     if args.more_train_per_lang > 0:
         taken = {(r["meaning_id"], r["lang"]) for r in train}

@@ -1,5 +1,8 @@
 """Package the trained demo model and demo data into ``miner/demo_assets`` (what `miner demo` ships).
 
+Only ``model/``, ``clips/``, ``clips.tsv``, ``en_corpus.txt`` and ``README.md`` are replaced; other model folders
+in ``--out`` are kept.
+
 - ``model/``: the SAMU head only (config.json + head.safetensors, backbone ``offline:whisper-base``), with the
   mining threshold calibrated here (BUCC style, best F1) on dev clips mined against the demo corpus;
 - ``clips/`` + ``clips.tsv``: a few held-out (test split) FLAC clips per language, each of another meaning; with
@@ -123,8 +126,9 @@ def main() -> None:
     )
 
     out = args.out
-    if out.exists():
-        shutil.rmtree(out)
+    # Replace only what this script writes: other model folders beside it (model_open, model_catalog) stay.
+    for name in ("model", "clips"):
+        shutil.rmtree(out / name, ignore_errors=True)
     (out / "clips").mkdir(parents=True)
     model.config.extra.update(
         {
