@@ -119,6 +119,11 @@ class SpeechModelInfo(_Model):
     fusion_weight: float | None = Field(
         default=None, description="w of normalize(w*samu + (1-w)*asr), fused only."
     )
+    fusion_gate: dict[str, float] | None = Field(
+        default=None,
+        description="fused only, when the model records one: clips whose Whisper confidence (mean token "
+        "log-probability) is at least 'threshold' are fused with 'weight' instead.",
+    )
 
 
 class Readiness(_Model):

@@ -155,13 +155,14 @@ def _local_model_space(speech_model: str | None) -> tuple[str, int] | None:
 
 
 def speech_model_info(speech: Any) -> dict[str, Any]:
-    """What ``/readyz`` shows of the loaded speech model: kind, model id, space, dim, fusion weight."""
+    """What ``/readyz`` shows of the loaded speech model: kind, model id, space, dim, fusion weight and gate."""
     return {
         "kind": str(getattr(speech, "kind", "samu")),
         "model_id": str(speech.model_id),
         "space_id": str(speech.space_id),
         "dim": int(speech.dim),
         "fusion_weight": getattr(speech, "weight", None),
+        "fusion_gate": gate.to_dict() if (gate := getattr(speech, "gate", None)) is not None else None,
     }
 
 

@@ -165,6 +165,19 @@ class WhisperTranscriber:
         Raises:
             ValueError: lengths differ, or a clip is empty or not 1-D.
         """
+        return [text for text, _ in self.transcribe_scored(waveforms, langs, batch_size)]
+
+    def transcribe_scored(
+        self, waveforms: Sequence[np.ndarray], langs: Sequence[str | None], batch_size: int = 8
+    ) -> list[tuple[str, float]]:
+        """As :meth:`transcribe`, with Whisper's confidence in each transcript.
+
+        Returns:
+            (transcript, confidence) per clip, in input order; the confidence is the mean over the clip's 30 s
+            windows of the decoded tokens' average log-probability (CTranslate2's length-normalised score):
+            0 is certain, about -0.3 or above is typical of clean speech, below -1 of speech Whisper does not
+            understand (faster-whisper drops segments under -1).
+        """
         if len(waveforms) != len(langs):
             raise ValueError(f"{len(waveforms)} waveforms but {len(langs)} languages: give one per clip")
         if batch_size < 1:
@@ -189,12 +202,15 @@ class WhisperTranscriber:
                 tokens.append(token)
         t0 = time.perf_counter()
         texts = [""] * len(pieces)
+        scores = [0.0] * len(pieces)
         for idx in length_sorted_batches([len(p) for p in pieces], batch_size):
             out = self._transcribe_batch([pieces[j] for j in idx], [tokens[j] for j in idx])
-            for j, text in zip(idx, out, strict=True):
-                texts[j] = text
+            for j, (text, score) in zip(idx, out, strict=True):
+                texts[j], scores[j] = text, score
         joined: list[list[str]] = [[] for _ in waveforms]
-        for owner, text in zip(owners, texts, strict=True):
+        window_scores: list[list[float]] = [[] for _ in waveforms]
+        for owner, text, score in zip(owners, texts, scores, strict=True):
+            window_scores[owner].append(score)
             if text:
                 joined[owner].append(text)
         elapsed = time.perf_counter() - t0
@@ -208,9 +224,9 @@ class WhisperTranscriber:
             audio_s / max(elapsed, 1e-9),
             self.compute_type,
         )
-        return [" ".join(parts) for parts in joined]
+        return [(" ".join(parts), float(np.mean(ws))) for parts, ws in zip(joined, window_scores, strict=True)]
 
-    def _transcribe_batch(self, waves: list[np.ndarray], tokens: list[str | None]) -> list[str]:
+    def _transcribe_batch(self, waves: list[np.ndarray], tokens: list[str | None]) -> list[tuple[str, float]]:
         import ctranslate2
 
         feats = self.feature_extractor(waves, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
@@ -222,8 +238,8 @@ class WhisperTranscriber:
             tokens = [t if t is not None else detected[j][0][0] for j, t in enumerate(tokens)]
             logger.debug("detected languages: %s", [d[0] for d in detected])
         prompts = [[_SOT, t, _TRANSCRIBE, _NO_TIMESTAMPS] if t else [_SOT, _NO_TIMESTAMPS] for t in tokens]
-        results = self.model.generate(encoded, prompts, beam_size=self.beam_size)
-        return [self._decode(r) for r in results]
+        results = self.model.generate(encoded, prompts, beam_size=self.beam_size, return_scores=True)
+        return [(self._decode(r), float(r.scores[0]) if r.scores else float("-inf")) for r in results]
 
     def _decode(self, result: Any) -> str:
         """Text of the best hypothesis: tokenizer.json's decoder, else byte-level decoding of the tokens."""

@@ -87,6 +87,30 @@ def recall_at_k(ranked_ids: np.ndarray, gold: GoldSpec, k: int, scores: np.ndarr
     return hits / n
 
 
+def top1_hits(
+    queries: np.ndarray,
+    search: SearchFn,
+    id_to_text: Callable[[int], str],
+    gold_texts: Sequence[str],
+    ties_window: int = 16,
+) -> np.ndarray:
+    """Per query, whether its gold text is the top hit: bool (n,), the rows whose mean per language is
+    :func:`evaluate_retrieval`'s R@1 (same text normalisation and tie rule: a rival scoring as high as the best
+    gold item counts against it)."""
+    scores, ids = search(np.asarray(queries, dtype=np.float32), 1 + ties_window)
+    scores, ids = np.asarray(scores, dtype=np.float64), np.asarray(ids)
+    texts = {int(i): normalize_text(id_to_text(int(i))) for i in np.unique(ids[ids >= 0])}
+    hits = np.zeros(len(ids), dtype=bool)
+    for q, gold in enumerate(gold_texts):
+        valid = ids[q] >= 0
+        want = normalize_text(gold)
+        is_gold = np.array([bool(ok) and texts[int(c)] == want for c, ok in zip(ids[q], valid, strict=True)])
+        if is_gold.any():
+            best = scores[q][is_gold].max()
+            hits[q] = not np.any(valid & ~is_gold & (scores[q] >= best))
+    return hits
+
+
 _PUNCT = re.compile(r"\s+")
 
 

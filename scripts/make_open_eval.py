@@ -9,6 +9,8 @@ Writes into ``--out``:
   translation, with that French sentence as ``translation`` (the gold of EN->X retrieval).
 - ``queries_unseen_asr.tsv`` / ``queries_seen_asr.tsv``: up to ``--asr-per-lang`` queries per language of each
   X->EN test, for the slow ASR cascade and the fusion.
+- ``queries_dev_en_fr.tsv``: English dev clips whose sentence has an aligned French one (EN->FR on dev: with
+  ``queries_dev_asr.tsv``, where the fusion's confidence gate is chosen);
 - ``queries_dev.tsv``: every non-English dev clip with an English reference (model selection, e.g. the weight
   of a merged model); ``queries_dev_asr.tsv``: as many non-English dev clips (held-out dev chapters, training voices), on which the
   fusion weight is chosen.
@@ -80,6 +82,9 @@ def main(argv: list[str] | None = None) -> None:
         write_tsv(args.out / f"queries_{name}_asr.tsv", rebase(asr, args.data, args.out), cols)
     dev = [r for r in read_tsv(args.data / "open_dev.tsv") if r["lang"] != "en" and r["translation"]]
     write_tsv(args.out / "queries_dev.tsv", rebase(dev, args.data, args.out), cols)
+    dev_en = [r for r in read_tsv(args.data / "open_dev.tsv") if r["lang"] == "en" and r["text"] in fr_of]
+    dev_en_fr = [dict(r, translation=fr_of[r["text"]]) for r in dev_en]
+    write_tsv(args.out / "queries_dev_en_fr.tsv", rebase(dev_en_fr, args.data, args.out), cols)
     write_tsv(args.out / "queries_dev_asr.tsv", rebase(per_lang(dev, args.asr_per_lang), args.data, args.out), cols)
     print(f"en_db {len(en)}  fr_db {len({r['text'] for r in fr_rows})}  en->fr {len(en_fr)}  "
           f"unseen {len(unseen)}  seen {len(seen)}")  # fmt: skip

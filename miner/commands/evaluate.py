@@ -170,9 +170,11 @@ def _duration_line(results: dict[str, Any]) -> str:
 
 
 def _system_label(speech: Any) -> str:
-    """Row label of the speech model: SAMU, ASR cascade, or Fused (w=...)."""
+    """Row label of the speech model: SAMU, ASR cascade, or Fused (w=...[, w=... at confidence >= t])."""
     if speech.kind == "fused":
-        return f"Fused (w={speech.weight:g})"
+        gate = getattr(speech, "gate", None)
+        sure = "" if gate is None else f", {gate.weight:g} where Whisper's confidence >= {gate.threshold:g}"
+        return f"Fused (w={speech.weight:g}{sure})"
     return {"asr": "ASR cascade"}.get(speech.kind, "SAMU")
 
 
@@ -249,45 +251,79 @@ def _read_table(path: Path) -> list[dict[str, str]]:
 
 @eval_app.command("fusion-weight")
 def fusion_weight(
-    queries: Path = typer.Option(
+    queries: list[Path] = typer.Option(
         ..., "--queries", "-q", exists=True, dir_okay=False,
-        help="Dev queries manifest (id, audio, lang, translation): never the test set.",
+        help="Dev queries manifest (id, audio, lang, translation): never the test set. Repeat it (with one --db "
+        "each) to choose on several dev sets at once, e.g. X->EN and EN->X.",
     ),
-    db: str = typer.Option(..., "--db", help="Corpus file or database name the dev queries search."),
+    db: list[str] = typer.Option(..., "--db", help="Corpus file or database name each dev query set searches."),
     model: str = typer.Option(..., help="SAMU model folder whose fusion weight is chosen."),
     gold: str = typer.Option("translation", help="Manifest column with the text each query should retrieve."),
     save: bool = typer.Option(False, help="Record the weight in the model folder (config.json extra)."),
     json_out: Path | None = typer.Option(None, "--json", help="Write R@1 per weight as JSON here."),
     batch_size: int = typer.Option(8, min=1, help="Clips per forward pass."),
 ) -> None:
-    """Choose the fused encoder's weight w (0 = ASR cascade only, 1 = SAMU only) by dev R@1, in steps of 0.1."""
-    from miner.encoders.fusion import FUSION_GRID, best_weight, fuse, save_fusion_weight
+    """Choose the fused encoder's weight w (0 = ASR cascade only, 1 = SAMU only) by dev R@1, in steps of 0.1, and
+    a confidence gate (another weight for the clips Whisper is sure of) when one beats the single weight on dev.
+    R@1 is the mean over languages (over each set's languages when there are several sets)."""
+    import numpy as np
+
+    from miner.encoders.fusion import FUSION_GRID, best_weight, choose_fusion_gate, fuse, save_fusion_weight
     from miner.encoders.samu import load_speech_encoder
     from miner.encoders.text import load_text_encoder_for
     from miner.eval_databases import open_database
-    from miner.evaluate import evaluate_retrieval
+    from miner.evaluate import top1_hits
     from miner.train.data import load_utterance_audio, read_manifest
 
-    utts = read_manifest(queries, require_text=False, require_lang=True)
-    gold_texts = _gold(utts, gold)
-    langs = [u.lang for u in utts]
+    if len(queries) != len(db):
+        raise typer.BadParameter(f"{len(queries)} --queries but {len(db)} --db: give one database per query set")
     fused: Any = load_speech_encoder(f"fused,w=0.5:{model}")
-    search, id_to_text = open_database(db, load_text_encoder_for(fused))
-    fused.encode_with_transcripts(
-        [load_utterance_audio(u) for u in utts], batch_size=batch_size, progress=True, langs=langs
-    )
-    samu_vecs, asr_vecs = fused.last_parts
-    r1 = {
-        w: evaluate_retrieval(fuse(samu_vecs, asr_vecs, w), search, id_to_text, gold_texts, langs, k=1)["avg"]["r1"]
-        for w in FUSION_GRID
-    }
+    text_encoder = load_text_encoder_for(fused)
+    hits: dict[float, list[np.ndarray]] = {w: [] for w in FUSION_GRID}
+    groups: list[str] = []
+    confidences: list[np.ndarray] = []
+    for i, (manifest, database) in enumerate(zip(queries, db, strict=True)):
+        utts = read_manifest(manifest, require_text=False, require_lang=True)
+        gold_texts = _gold(utts, gold)
+        langs = [u.lang for u in utts]
+        search, id_to_text = open_database(database, text_encoder)
+        fused.encode_with_transcripts(
+            [load_utterance_audio(u) for u in utts], batch_size=batch_size, progress=True, langs=langs
+        )
+        samu_vecs, asr_vecs = fused.last_parts
+        for w in FUSION_GRID:
+            hits[w].append(top1_hits(fuse(samu_vecs, asr_vecs, w), search, id_to_text, gold_texts))
+        groups += [f"{x}@{i}" for x in langs] if len(queries) > 1 else langs
+        conf = fused.last_confidence
+        confidences.append(np.full(len(utts), np.nan) if conf is None else np.asarray(conf, np.float64))
+    all_hits = {w: np.concatenate(h) for w, h in hits.items()}
+    confidence = np.concatenate(confidences)
+    names = sorted(set(groups))
+    masks = [np.array([g == name for g in groups]) for name in names]
+    r1 = {w: float(np.mean([h[m].mean() for m in masks])) for w, h in all_hits.items()}
     w = best_weight(r1)
     typer.echo("dev R@1 by weight: " + ", ".join(f"{x:g}: {100 * v:.1f}" for x, v in r1.items()))
-    typer.echo(f"chosen w = {w:g} (dev R@1 {100 * r1[w]:.1f}; SAMU alone {100 * r1[1.0]:.1f}, ASR alone {100 * r1[0.0]:.1f})")
-    report = {"weight": w, "queries": str(queries), "db": db, "n": len(utts),
-              "r1_by_weight": {f"{x:g}": v for x, v in r1.items()}}  # fmt: skip
+    typer.echo(f"best single w = {w:g} (dev R@1 {100 * r1[w]:.1f}; SAMU alone {100 * r1[1.0]:.1f}, ASR alone {100 * r1[0.0]:.1f})")
+    report: dict[str, Any] = {"weight": w, "queries": [str(q) for q in queries], "db": list(db), "n": len(groups),
+                              "r1_by_weight": {f"{x:g}": v for x, v in r1.items()}}  # fmt: skip
+    gate = None
+    if not np.all(np.isnan(confidence)):
+        choice = choose_fusion_gate(all_hits, confidence, groups)
+        report["gate_choice"] = choice.to_dict()
+        report["confidence_quantiles_10_50_90"] = [float(q) for q in np.nanquantile(confidence, [0.1, 0.5, 0.9])]
+        if choice.gate is not None:
+            gate, w = choice.gate, choice.weight
+            typer.echo(
+                f"confidence gate: w = {gate.weight:g} for clips Whisper is sure of (mean token log-prob >= "
+                f"{gate.threshold:g}: {100 * choice.share_confident:.0f}% of dev), w = {w:g} for the rest: dev R@1 "
+                f"{100 * choice.r1:.1f} (single weight {100 * choice.r1_plain:.1f})"
+            )
+        else:
+            typer.echo(f"no confidence gate beats the single weight on dev ({100 * choice.r1_plain:.1f})")
+    report["weight"] = w
+    typer.echo(f"chosen: w = {w:g}" + ("" if gate is None else f", gate {gate.to_dict()}"))
     if save:
-        cfg = save_fusion_weight(model, w, report)
+        cfg = save_fusion_weight(model, w, report, gate=gate)
         typer.echo(f"recorded in {cfg}")
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -131,6 +131,9 @@ class AsrSpeechEncoder:
         )
         self.text_encoder = text_encoder
         self.last_transcripts: list[str] | None = None
+        # float64 (n,) Whisper confidence per clip of the last call (mean token log-prob; NaN where unknown), or
+        # None when the transcriber gives no scores
+        self.last_confidence: np.ndarray | None = None
         self.last_speed: EncodeSpeed | None = None
 
     # -- what callers read ---------------------------------------------------------------------------------
@@ -227,21 +230,36 @@ class AsrSpeechEncoder:
         per_clip = [(x or self.lang) for x in langs] if langs is not None else [self.lang] * len(waves)
         watch = Stopwatch(waves)
         cache = self._transcript_cache()
-        known = cache.get_many(waves, per_clip) if cache is not None else [None] * len(waves)
+        # Whisper's confidence comes with the transcript where the transcriber gives one (a fused encoder
+        # weighs each clip by it); a transcriber without transcribe_scored leaves last_confidence None.
+        scored = callable(getattr(self.transcriber, "transcribe_scored", None))
+        known: list[tuple[str, float] | None]
+        if cache is None:
+            known = [None] * len(waves)
+        elif scored:
+            known = cache.get_many_scored(waves, per_clip)
+        else:
+            known = [None if t is None else (t, float("nan")) for t in cache.get_many(waves, per_clip)]
         todo = [i for i, t in enumerate(known) if t is None]
         starts = range(0, len(todo), _CHUNK_CLIPS)
         for lo in tqdm(starts, desc="transcribe", unit="chunk", disable=not progress or len(starts) < 2):
             rows = todo[lo : lo + _CHUNK_CLIPS]
-            heard = self.transcriber.transcribe(
-                [waves[i] for i in rows], [per_clip[i] for i in rows], batch_size=batch_size
-            )
-            for i, text in zip(rows, heard, strict=True):
-                known[i] = text
+            chunk, chunk_langs = [waves[i] for i in rows], [per_clip[i] for i in rows]
+            if scored:
+                heard = list(self.transcriber.transcribe_scored(chunk, chunk_langs, batch_size=batch_size))
+            else:
+                texts = self.transcriber.transcribe(chunk, chunk_langs, batch_size=batch_size)
+                heard = [(t, float("nan")) for t in texts]
+            for i, pair in zip(rows, heard, strict=True):
+                known[i] = pair
             if cache is not None:
-                cache.put_many([waves[i] for i in rows], [per_clip[i] for i in rows], heard)
+                cache.put_many(chunk, chunk_langs, [t for t, _ in heard], [c for _, c in heard] if scored else None)
         if cache is not None and len(todo) < len(waves):
             log.info("ASR cascade: %d of %d transcripts from the cache", len(waves) - len(todo), len(waves))
-        transcripts = [t or "" for t in known]
+        transcripts = [(t[0] if t is not None else "") or "" for t in known]
+        self.last_confidence = (
+            np.array([t[1] if t is not None else np.nan for t in known], np.float64) if scored else None
+        )
         if transcripts:
             vectors = _unit_rows(self.text_encoder.encode(transcripts))
         else:

@@ -11,8 +11,9 @@ one string in this grammar, parsed here without loading anything::
 - ``asr[:SAMU]``: Whisper (CTranslate2) transcribes, and the text encoder paired with SAMU (its teacher, with
   its centring; ``paired:SAMU``) embeds the transcript, so the vectors live in SAMU's space and search the
   databases built for it. SAMU must be a local folder (its config.json alone is read; no speech weights load).
-- ``fused[:SAMU]``: ``normalize(w * samu + (1 - w) * asr)``; ``w`` from ``,w=``, else ``extra.fusion_weight``
-  in SAMU's config.json, else 0.5.
+- ``fused[:SAMU]``: ``normalize(w * samu + (1 - w) * asr)``; ``w`` from ``,w=`` (one weight for every clip),
+  else ``extra.fusion_weight`` in SAMU's config.json with ``extra.fusion_gate`` when recorded (another weight
+  for the clips Whisper is sure of), else 0.5.
 - ``,lang=fr`` fixes the language Whisper transcribes in (default: detected per clip; callers that know
   each clip's language, such as ``miner eval retrieval``, pass it instead).
 
@@ -59,8 +60,9 @@ FORMS = (
 SPEECH_MODEL_HELP = (
     "Speech model: a SAMU folder or hub id ('samu:PATH' too); 'asr[:PATH]' (Whisper transcribes, the text "
     "encoder paired with SAMU model PATH embeds the transcript); 'fused[:PATH]' (normalize(w*samu + "
-    "(1-w)*asr)); options after the kind: ',w=0.3' (fused; default: PATH's config.json extra.fusion_weight, "
-    "else 0.5), ',lang=fr' (ASR language; default: detected). PATH defaults to the demo model. "
+    "(1-w)*asr)); options after the kind: ',w=0.3' (fused; default: PATH's config.json extra.fusion_weight "
+    "and extra.fusion_gate, a weight for clips Whisper is sure of; else 0.5), ',lang=fr' (ASR language; default: "
+    "detected). PATH defaults to the demo model. "
     "Default: $MINER_SPEECH_MODEL or the demo model."
 )
 
@@ -252,7 +254,7 @@ def load_speech_kind(spec: SpeechSpec, device: str | None = None) -> SpeechModel
     if spec.kind == "asr":
         return AsrSpeechEncoder(spec.model, lang=spec.lang, device=device)
     if spec.kind == "fused":
-        from miner.encoders.fusion import FusedSpeechEncoder
+        from miner.encoders.fusion import FusedSpeechEncoder, fusion_gate_of
         from miner.encoders.samu import SpeechEncoder
 
         folder = samu_folder(spec)
@@ -260,13 +262,13 @@ def load_speech_kind(spec: SpeechSpec, device: str | None = None) -> SpeechModel
             str(folder) if folder is not None else str(spec.model), device=device
         ).for_inference()
         local = samu.source_dir  # a hub model is a local snapshot by now
-        weight = spec.weight
-        if weight is None:
-            weight = fusion_weight_of(local)
+        weight, gate = spec.weight, None
+        if weight is None:  # the folder's recorded rule; a weight in the string means that one weight only
+            weight, gate = fusion_weight_of(local), fusion_gate_of(local)
         if weight is None:
             weight = DEFAULT_FUSION_WEIGHT
         asr = AsrSpeechEncoder(local, lang=spec.lang, device=device)
-        return FusedSpeechEncoder(samu, asr, weight)
+        return FusedSpeechEncoder(samu, asr, weight, gate)
     raise SpeechSpecError(
         f"load_speech_kind takes 'asr' or 'fused', got {spec.kind!r}; accepted forms: {FORMS}"
     )
