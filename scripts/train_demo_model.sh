@@ -37,14 +37,16 @@ miner eval fusion-weight --queries work/open_eval/queries_dev_asr.tsv --db work/
   --model runs/demo_open/final --save      # the fused encoder's weight, chosen on dev
 # The default model: stages 6 and 7 merged in weight space (WiSE-FT, `miner merge`), the weight chosen where the mean
 # of the two domains' dev R@1 is highest (0.6; ~25 min: the backbone runs once for all weights), then packaged
-# (mining threshold) with its fusion weight chosen on dev. Both parents ship beside it.
+# (mining threshold) with its fusion weight and confidence gate chosen on three dev sets. Both parents ship beside it.
 python scripts/experiments/sweep_merge.py --old runs/demo_more4/final --new runs/demo_open/final \
   --weights 0,0.2,0.3,0.4,0.5,0.6,0.7,0.8,1 --set open_dev:work/open_eval/queries_dev.tsv:work/open_eval/en_db.txt \
   --set catalog_dev:work/demo_run/dev.tsv:work/demo_run/en_dev_db.txt --json runs/merge/sweep.json
 miner merge runs/demo_more4/final runs/demo_open/final -w 0.6 -o runs/merge/w06
 python scripts/package_demo_assets.py --model runs/merge/w06 --data work/demo_run --open-eval work/open_eval \
   --out miner/demo_assets
+awk -F'\t' 'NR==1 || ++n[$3] <= 10' work/demo_run/dev.tsv > work/demo_run/dev_asr10.tsv
 miner eval fusion-weight --queries work/open_eval/queries_dev_asr.tsv --db work/open_eval/en_db.txt \
-  --model miner/demo_assets/model --save
+  --queries work/open_eval/queries_dev_en_fr.tsv --db work/open_eval/fr_db.txt \
+  --queries work/demo_run/dev_asr10.tsv --db work/demo_run/en_dev_db.txt --model miner/demo_assets/model --save
 rm -rf miner/demo_assets/model_catalog miner/demo_assets/model_open
 cp -r runs/demo_more4/final miner/demo_assets/model_catalog && cp -r runs/demo_open/final miner/demo_assets/model_open

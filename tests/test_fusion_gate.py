@@ -223,3 +223,15 @@ def test_cli_fusion_weight_chooses_on_several_dev_sets_and_records_the_rule(
     assert bad.exit_code != 0  # --db is required
     bad = CliRunner().invoke(app, [*args[:-2], "--model", str(folder)])
     assert bad.exit_code != 0 and "one database per query set" in str(bad.output) + repr(bad.exception)
+
+
+def test_chooser_counts_every_dev_set_alike() -> None:
+    # Set 0 has three languages, set 1 one: per language, set 0 would outvote set 1 three to one; per set,
+    # set 1 (all right at w = 0) weighs as much as set 0 (all right at w = 1).
+    hits = {0.0: np.array([False, False, False, True]), 1.0: np.array([True, True, True, False])}
+    conf = np.full(4, np.nan)
+    langs = ["de", "fr", "it", "en"]
+    by_lang = choose_fusion_gate(hits, conf, langs, thresholds=())
+    by_set = choose_fusion_gate(hits, conf, langs, thresholds=(), sets=[0, 0, 0, 1])
+    assert by_lang.r1_plain == 0.75 and by_lang.weight == 1.0
+    assert by_set.r1_plain == 0.5

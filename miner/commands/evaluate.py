@@ -254,7 +254,7 @@ def fusion_weight(
     queries: list[Path] = typer.Option(
         ..., "--queries", "-q", exists=True, dir_okay=False,
         help="Dev queries manifest (id, audio, lang, translation): never the test set. Repeat it (with one --db "
-        "each) to choose on several dev sets at once, e.g. X->EN and EN->X.",
+        "each) to choose on several dev sets at once, e.g. X->EN and EN->X, or two domains; each set counts alike.",
     ),
     db: list[str] = typer.Option(..., "--db", help="Corpus file or database name each dev query set searches."),
     model: str = typer.Option(..., help="SAMU model folder whose fusion weight is chosen."),
@@ -265,7 +265,7 @@ def fusion_weight(
 ) -> None:
     """Choose the fused encoder's weight w (0 = ASR cascade only, 1 = SAMU only) by dev R@1, in steps of 0.1, and
     a confidence gate (another weight for the clips Whisper is sure of) when one beats the single weight on dev.
-    R@1 is the mean over languages (over each set's languages when there are several sets)."""
+    R@1 is the mean over languages; with several sets, the mean over sets of each set's mean over languages."""
     import numpy as np
 
     from miner.encoders.fusion import FUSION_GRID, best_weight, choose_fusion_gate, fuse, save_fusion_weight
@@ -281,6 +281,7 @@ def fusion_weight(
     text_encoder = load_text_encoder_for(fused)
     hits: dict[float, list[np.ndarray]] = {w: [] for w in FUSION_GRID}
     groups: list[str] = []
+    set_ids: list[int] = []
     confidences: list[np.ndarray] = []
     for i, (manifest, database) in enumerate(zip(queries, db, strict=True)):
         utts = read_manifest(manifest, require_text=False, require_lang=True)
@@ -293,14 +294,17 @@ def fusion_weight(
         samu_vecs, asr_vecs = fused.last_parts
         for w in FUSION_GRID:
             hits[w].append(top1_hits(fuse(samu_vecs, asr_vecs, w), search, id_to_text, gold_texts))
-        groups += [f"{x}@{i}" for x in langs] if len(queries) > 1 else langs
+        groups += langs
+        set_ids += [i] * len(langs)
         conf = fused.last_confidence
         confidences.append(np.full(len(utts), np.nan) if conf is None else np.asarray(conf, np.float64))
     all_hits = {w: np.concatenate(h) for w, h in hits.items()}
     confidence = np.concatenate(confidences)
-    names = sorted(set(groups))
-    masks = [np.array([g == name for g in groups]) for name in names]
-    r1 = {w: float(np.mean([h[m].mean() for m in masks])) for w, h in all_hits.items()}
+    never_gated = np.full(len(groups), np.nan)  # R@1 of single weights: the chooser's own averaging
+    r1 = {
+        w: choose_fusion_gate({w: h}, never_gated, groups, thresholds=(), sets=set_ids).r1
+        for w, h in all_hits.items()
+    }
     w = best_weight(r1)
     typer.echo("dev R@1 by weight: " + ", ".join(f"{x:g}: {100 * v:.1f}" for x, v in r1.items()))
     typer.echo(f"best single w = {w:g} (dev R@1 {100 * r1[w]:.1f}; SAMU alone {100 * r1[1.0]:.1f}, ASR alone {100 * r1[0.0]:.1f})")
@@ -308,7 +312,7 @@ def fusion_weight(
                               "r1_by_weight": {f"{x:g}": v for x, v in r1.items()}}  # fmt: skip
     gate = None
     if not np.all(np.isnan(confidence)):
-        choice = choose_fusion_gate(all_hits, confidence, groups)
+        choice = choose_fusion_gate(all_hits, confidence, groups, sets=set_ids)
         report["gate_choice"] = choice.to_dict()
         report["confidence_quantiles_10_50_90"] = [float(q) for q in np.nanquantile(confidence, [0.1, 0.5, 0.9])]
         if choice.gate is not None:

@@ -211,6 +211,7 @@ def choose_fusion_gate(
     confidence: np.ndarray,
     langs: Sequence[str],
     thresholds: Sequence[float] = CONFIDENCE_THRESHOLDS,
+    sets: Sequence[int] | None = None,
 ) -> GateChoice:
     """The base weight, threshold and confident-clip weight with the best dev R@1 (mean over languages).
 
@@ -220,6 +221,8 @@ def choose_fusion_gate(
         confidence: float (n,) Whisper's confidence per clip (NaN: unknown, never gated).
         langs: (n,) language of each clip: R@1 is averaged per language, as ``evaluate_retrieval`` reports it.
         thresholds: gate thresholds to try.
+        sets: (n,) which dev set each clip is from (e.g. X->EN and EN->X, or two domains): R@1 is then the mean
+            over sets of each set's mean over languages, so every set counts alike whatever its language count.
 
     Returns:
         :class:`GateChoice`; its ``gate`` is None unless some gate beats the best plain weight on dev (a gate
@@ -231,12 +234,17 @@ def choose_fusion_gate(
     hits = {w: np.asarray(h, dtype=bool) for w, h in hits_by_weight.items()}
     n = len(next(iter(hits.values())))
     conf = np.nan_to_num(np.asarray(confidence, dtype=np.float64).reshape(-1), nan=-np.inf)
-    if len(conf) != n or len(langs) != n or any(len(h) != n for h in hits.values()):
-        raise ValueError(f"hits, confidences and languages must all have one entry per clip ({n})")
-    groups = [np.array([x == lang for x in langs]) for lang in sorted(set(langs))]
+    set_of = np.zeros(n, dtype=np.int64) if sets is None else np.asarray(sets, dtype=np.int64).reshape(-1)
+    if len(conf) != n or len(langs) != n or len(set_of) != n or any(len(h) != n for h in hits.values()):
+        raise ValueError(f"hits, confidences, languages and sets must all have one entry per clip ({n})")
+    lang_arr = np.asarray([str(x) for x in langs])
+    by_set = [
+        [(set_of == k) & (lang_arr == lang) for lang in sorted(set(lang_arr[set_of == k]))]
+        for k in sorted(set(set_of.tolist()))
+    ]
 
     def r1(row_hits: np.ndarray) -> float:
-        return float(np.mean([row_hits[g].mean() for g in groups]))
+        return float(np.mean([np.mean([row_hits[g].mean() for g in groups]) for groups in by_set]))
 
     plain = {w: r1(hits[w]) for w in weights}
     base = best_weight(plain)
