@@ -106,6 +106,7 @@ def test_readiness_before_and_after_loading(api_env: ApiEnv, monkeypatch: pytest
             "space_id": api_env.space_id,
             "dim": 16,
             "fusion_weight": None,
+            "fusion_gate": None,
         }
         assert c.post("/search/text-to-text", json={"text": "x", "db": "en"}).status_code == 200
 
