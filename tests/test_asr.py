@@ -138,6 +138,11 @@ def test_transcribe_espeak_english_french_and_detected(transcriber, tmp_path: Pa
     assert retrieval_wer([detected], [EN2]) < 0.8, detected  # language detected, not given
     fr_words = set(normalize_text(fr).split())
     assert len(fr_words & {"bonjour", "appelle", "marie", "paris", "habite"}) >= 2, fr
+    # the confidence beside each transcript: a mean token log-prob, lower for noise than for speech
+    noise = (np.random.default_rng(0).standard_normal(32000) * 0.05).astype(np.float32)
+    (en_again, en_conf), (_, noise_conf) = transcriber.transcribe_scored([clips[0], noise], ["en", "en"])
+    assert en_again == en and -3.0 < en_conf <= 0.0
+    assert noise_conf < en_conf
 
 
 # -- miner eval retrieval --baseline asr ----------------------------------------------------------------------
