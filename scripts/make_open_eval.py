@@ -11,6 +11,8 @@ Writes into ``--out``:
   X->EN test, for the slow ASR cascade and the fusion.
 - ``queries_dev_en_fr.tsv``: English dev clips whose sentence has an aligned French one (EN->FR on dev: with
   ``queries_dev_asr.tsv``, where the fusion's confidence gate is chosen);
+- ``queries_dev_clean.tsv`` / ``queries_dev_clean_en_fr.tsv``: the same from ``open_dev_clean.tsv`` (dev pages
+  by Festival and Piper), when it exists;
 - ``queries_dev.tsv``: every non-English dev clip with an English reference (model selection, e.g. the weight
   of a merged model); ``queries_dev_asr.tsv``: as many non-English dev clips (held-out dev chapters, training voices), on which the
   fusion weight is chosen.
@@ -85,6 +87,13 @@ def main(argv: list[str] | None = None) -> None:
     dev_en = [r for r in read_tsv(args.data / "open_dev.tsv") if r["lang"] == "en" and r["text"] in fr_of]
     dev_en_fr = [dict(r, translation=fr_of[r["text"]]) for r in dev_en]
     write_tsv(args.out / "queries_dev_en_fr.tsv", rebase(dev_en_fr, args.data, args.out), cols)
+    clean_file = args.data / "open_dev_clean.tsv"
+    if clean_file.is_file():  # synthesize_open.py --splits dev_clean
+        clean = read_tsv(clean_file)
+        clean_x = [r for r in clean if r["lang"] != "en" and r["translation"]]
+        clean_en_fr = [dict(r, translation=fr_of[r["text"]]) for r in clean if r["lang"] == "en" and r["text"] in fr_of]
+        write_tsv(args.out / "queries_dev_clean.tsv", rebase(clean_x, args.data, args.out), cols)
+        write_tsv(args.out / "queries_dev_clean_en_fr.tsv", rebase(clean_en_fr, args.data, args.out), cols)
     write_tsv(args.out / "queries_dev_asr.tsv", rebase(per_lang(dev, args.asr_per_lang), args.data, args.out), cols)
     print(f"en_db {len(en)}  fr_db {len({r['text'] for r in fr_rows})}  en->fr {len(en_fr)}  "
           f"unseen {len(unseen)}  seen {len(seen)}")  # fmt: skip

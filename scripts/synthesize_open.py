@@ -12,6 +12,8 @@ Manifests (each a plain TSV with a header, no quoting):
   and Festival / Piper for the languages they speak), random rate and pitch, augmented; a share of utterances
   joins 2-6 consecutive sentences of one paragraph (text and translation joined too) up to ``--max-seconds``.
 - ``open_dev.tsv``: held-out dev chapters, training voices, not augmented (model selection, fusion weight).
+- ``open_dev_clean.tsv``: the same dev chapters by the training voices that are not espeak-ng (Festival and
+  Piper: English and Italian), not augmented: clean dev speech for the fusion's confidence gate.
 - ``open_test_seen.tsv``: held-out test chapters in all nine languages, espeak-ng (a training voice).
 - ``open_test_unseen.tsv``: the same chapters spoken by voices never used in training (SVOX Pico for de, es,
   fr, it; Festival's Russian voice for ru), single sentences and joined pairs (for duration buckets).
@@ -225,6 +227,20 @@ def plan(
                 for run in singles + ([] if lang == "en" else pairs):
                     synth, voice = rng.choice(unseen)
                     plans.append(make("test_en" if lang == "en" else "test_unseen", run, synth, voice, False, "u"))
+    # dev_clean, planned last so that every plan above stays as it was: the dev pages by the training voices
+    # that are not espeak-ng (Festival, Piper: English and Italian), the only dev speech Whisper hears as well
+    # as clean test voices; where the fusion learns how far to trust Whisper when it is sure.
+    for lang in ("en", *X_LANGS):
+        clean = {s: v for s, v in training_voices(lang, voices_by_lang.get(lang, {})).items() if s != "espeak"}
+        if not clean:
+            continue
+        for (glang, _, _), g in sorted(by_para.items()):
+            if glang != lang or g[0]["split"] != "dev":
+                continue
+            for r in g:
+                if lang == "en" or r["translation"]:
+                    synth, voice = pick_voice(clean, rng)
+                    plans.append(make("dev_clean", [r], synth, voice, False, "c"))
     return plans
 
 
@@ -328,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
             if (i + 1) % 500 == 0:
                 log.info("%d/%d clips, %.0f s", i + 1, len(todo), time.time() - t0)
     names = {"train": "open_train", "dev": "open_dev", "test_seen": "open_test_seen",
-             "test_unseen": "open_test_unseen", "test_en": "open_test_en"}  # fmt: skip
+             "test_unseen": "open_test_unseen", "test_en": "open_test_en", "dev_clean": "open_dev_clean"}  # fmt: skip
     for split in wanted:
         n = write_manifest(args.out / f"{names[split]}.tsv", [p for p in todo if p.split == split], done)
         log.info("%s: %d clips", names[split], n)

@@ -110,6 +110,11 @@ def test_plan_keeps_held_out_voices_out_of_training_and_joins_runs() -> None:
     assert plans == plan(rows, voices, train_per_lang=6, join_share=1.0, max_seconds=25, augment_share=0.5,
                          seed=3)  # fmt: skip
     assert training_voices("ru", {"festival": ["msu_ru_nsh_clunits"], "espeak": ["ru"]}) == {"espeak": ["ru"]}
+    # dev_clean: the dev pages by the non-espeak training voices only (Piper here; Pico stays the test's), planned
+    # after everything else, so adding it left every other plan as it was
+    clean = [p for p in plans if p.split == "dev_clean"]
+    assert clean and {(p.lang, p.synth) for p in clean} == {("en", "piper")}
+    assert plans[-len(clean) :] == clean
 
 
 def test_join_runs_are_consecutive_and_fit_the_length() -> None:
