@@ -29,6 +29,8 @@ miner train scripts/demo_train_more4.toml  # stage 6: 1,200 more updates on stag
 # ~11 min, teacher targets ~8 min, frames of 8,250 clips (15.6 h) ~35 min, 500 updates (runs/demo_open).
 python scripts/gather_open_text.py --debs work/debs --out work/open_data --download
 python scripts/synthesize_open.py --text work/open_data/open_text.tsv --out work/open_data --train-per-lang 1200 --jobs 2
+python scripts/synthesize_open.py --text work/open_data/open_text.tsv --out work/open_data --train-per-lang 1200 \
+  --splits dev_clean --jobs 2     # dev pages by Festival and Piper (clean dev speech for the fusion's gate), 1 min
 python scripts/make_open_train.py --open work/open_data/open_train.tsv --replay work/demo_run/train.tsv \
   --open-per-lang 600 --replay-per-lang 250 --out work/open_run/train.tsv
 python scripts/make_open_eval.py --data work/open_data --out work/open_eval --asr-per-lang 15
@@ -37,7 +39,7 @@ miner eval fusion-weight --queries work/open_eval/queries_dev_asr.tsv --db work/
   --model runs/demo_open/final --save      # the fused encoder's weight, chosen on dev
 # The default model: stages 6 and 7 merged in weight space (WiSE-FT, `miner merge`), the weight chosen where the mean
 # of the two domains' dev R@1 is highest (0.6; ~25 min: the backbone runs once for all weights), then packaged
-# (mining threshold) with its fusion weight and confidence gate chosen on three dev sets. Both parents ship beside it.
+# (mining threshold) with its fusion weight and confidence gate chosen on five dev sets. Both parents ship beside it.
 python scripts/experiments/sweep_merge.py --old runs/demo_more4/final --new runs/demo_open/final \
   --weights 0,0.2,0.3,0.4,0.5,0.6,0.7,0.8,1 --set open_dev:work/open_eval/queries_dev.tsv:work/open_eval/en_db.txt \
   --set catalog_dev:work/demo_run/dev.tsv:work/demo_run/en_dev_db.txt --json runs/merge/sweep.json
@@ -47,6 +49,8 @@ python scripts/package_demo_assets.py --model runs/merge/w06 --data work/demo_ru
 awk -F'\t' 'NR==1 || ++n[$3] <= 10' work/demo_run/dev.tsv > work/demo_run/dev_asr10.tsv
 miner eval fusion-weight --queries work/open_eval/queries_dev_asr.tsv --db work/open_eval/en_db.txt \
   --queries work/open_eval/queries_dev_en_fr.tsv --db work/open_eval/fr_db.txt \
-  --queries work/demo_run/dev_asr10.tsv --db work/demo_run/en_dev_db.txt --model miner/demo_assets/model --save
+  --queries work/demo_run/dev_asr10.tsv --db work/demo_run/en_dev_db.txt \
+  --queries work/open_eval/queries_dev_clean.tsv --db work/open_eval/en_db.txt \
+  --queries work/open_eval/queries_dev_clean_en_fr.tsv --db work/open_eval/fr_db.txt --model miner/demo_assets/model --save
 rm -rf miner/demo_assets/model_catalog miner/demo_assets/model_open
 cp -r runs/demo_more4/final miner/demo_assets/model_catalog && cp -r runs/demo_open/final miner/demo_assets/model_open
