@@ -14,7 +14,7 @@ sets; pass ``created`` to pin it). Nothing in a shard file depends on the clock.
 
 Checkpoints within a shard: a shard holds 500,000 vectors by default, hours of encoding on a CPU, so the
 writer also logs what :meth:`ShardWriter.add` received since the last committed shard in checkpoint files
-(``.partial/<input position>.npz``: the rows, the raw vectors of the new rows, which rows were new), one every
+(``.partial/<input position>.npz``, :mod:`index.input_log`: the rows, the raw vectors of the new rows, which rows were new), one every
 ``checkpoint_rows`` rows or ``checkpoint_seconds`` seconds. A resumed writer replays them through
 :meth:`ShardWriter.add` before the caller adds anything (the same vectors in the same order: the same bytes)
 and counts them in :meth:`ShardWriter.completed_count`, so a killed build loses at most one checkpoint
@@ -29,12 +29,9 @@ queries, and stored in the manifest.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 import time
-import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,9 +42,9 @@ import numpy as np
 
 from index.build_folder import TEMP_FILE, load_trained, open_build_folder, write_index_atomic
 from index.factory import choose_factory, make_index, parse_factory, tune_nprobe
+from index.input_log import InputLog
 from index.manifest import (
     TRAINED_FILE,
-    IndexFormatError,
     Manifest,
     ShardInfo,
     sha256_file,
@@ -246,17 +243,19 @@ class ShardWriter:
         self._open_shard()
         self._t0 = time.perf_counter()
         self._added_since = 0
-        self._checkpoint_rows = max(0, int(checkpoint_rows))
-        self._checkpoint_seconds = max(0.0, float(checkpoint_seconds))
-        self._log: list[tuple[int, np.ndarray, np.ndarray, list[dict[str, Any]] | None]] = []
-        self._log_rows = 0
-        self._log_since = time.monotonic()
-        self._replaying = False
-        try:
-            self._replay_checkpoints()
-        except BaseException:
-            self.abort()  # close the store: the caller never gets this writer
-            raise
+        self._input_log = InputLog(self.folder / PARTIAL_DIR, dim, checkpoint_rows, checkpoint_seconds)
+        if self.manifest.complete:
+            self._input_log.remove()
+        else:
+            try:
+                replayed = self._input_log.replay(self._next_input, self.add)
+            except BaseException:
+                self.abort()  # close the store: the caller never gets this writer
+                raise
+            if replayed:
+                logger.info(
+                    "%s: replayed %d inputs from checkpoints of the open shard", self.folder.name, replayed
+                )
 
     # -- public API -------------------------------------------------------------------------------------
 
@@ -316,7 +315,7 @@ class ShardWriter:
             )
         if rows is None:
             chunk = _Chunk(vectors=x, rows=None)
-            self._remember(self._next_input, raw, np.ones(len(x), dtype=bool), None)
+            self._input_log.remember(self._next_input, raw, np.ones(len(x), dtype=bool), None)
             self._next_input += len(x)
         else:
             rows = [_row(r) for r in rows]
@@ -336,7 +335,7 @@ class ShardWriter:
                     f"got {len(x)} vectors but {len(rows)} rows ({n_new} new); pass one vector per row, or with "
                     "dedup one per row that duplicate_mask marks False"
                 )
-            self._remember(self._next_input, raw, is_new, rows)
+            self._input_log.remember(self._next_input, raw, is_new, rows)
             chunk = _Chunk(vectors=x, rows=[])
             first_input, self._next_input = self._next_input, self._next_input + len(rows)
             for pos, (r, k) in enumerate(zip(rows, kept, strict=True), start=first_input):
@@ -374,7 +373,7 @@ class ShardWriter:
         for p in self.folder.iterdir():
             if is_tuning_file(p.name) or TEMP_FILE.match(p.name):
                 p.unlink()
-        shutil.rmtree(self.folder / PARTIAL_DIR, ignore_errors=True)
+        self._input_log.remove()
         return self.manifest
 
     def abort(self) -> None:
@@ -400,91 +399,6 @@ class ShardWriter:
         if self._given_queries is not None:
             return self._given_queries
         return load_queries(self.folder) if self._template is not None else None
-
-    # -- checkpoints within a shard ---------------------------------------------------------------------
-
-    def _remember(
-        self, start: int, raw: np.ndarray, is_new: np.ndarray, rows: list[dict[str, Any]] | None
-    ) -> None:
-        """Log one add() call (its rows before ids are given) and write a checkpoint when one is due."""
-        if self._replaying or not self._checkpoint_rows:
-            return
-        copied = None if rows is None else [dict(r) for r in rows]
-        self._log.append((start, np.array(raw, dtype=np.float32, copy=True), is_new.copy(), copied))
-        self._log_rows += len(is_new)
-        due_rows = self._log_rows >= self._checkpoint_rows
-        due_time = self._checkpoint_seconds and time.monotonic() - self._log_since >= self._checkpoint_seconds
-        if due_rows or due_time:
-            self._write_checkpoint()
-
-    def _write_checkpoint(self) -> None:
-        if not self._log:
-            return
-        start = self._log[0][0]
-        rows_given = all(entry[3] is not None for entry in self._log)
-        rows = [r for entry in self._log for r in (entry[3] or [])] if rows_given else None
-        vectors = np.concatenate([entry[1] for entry in self._log]).reshape(-1, self.dim)
-        is_new = np.concatenate([entry[2] for entry in self._log])
-        encoded = np.frombuffer(json.dumps(rows).encode("utf-8"), dtype=np.uint8)
-        folder = self.folder / PARTIAL_DIR
-        folder.mkdir(exist_ok=True)
-        path = folder / f"{start:015d}.npz"
-        tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, vectors=vectors, is_new=is_new, rows=encoded)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        logger.debug("%s: checkpoint of inputs %d..%d", self.folder.name, start, start + len(is_new))
-        self._log, self._log_rows, self._log_since = [], 0, time.monotonic()
-
-    def _drop_checkpoints(self, committed: int) -> None:
-        """Delete checkpoint files whose inputs all lie before ``committed`` (a committed shard holds them)."""
-        folder = self.folder / PARTIAL_DIR
-        if not folder.is_dir():
-            return
-        for path, start, n in _checkpoint_files(folder):
-            if start + n <= committed:
-                path.unlink()
-
-    def _replay_checkpoints(self) -> None:
-        """Re-add the inputs that checkpoints hold past the last committed shard (a resumed build)."""
-        folder = self.folder / PARTIAL_DIR
-        if not folder.is_dir():
-            return
-        if self.manifest.complete:
-            shutil.rmtree(folder, ignore_errors=True)
-            return
-        replayed = 0
-        self._replaying = True
-        try:
-            found = _checkpoint_files(folder)
-            for i, (path, start, n) in enumerate(found):
-                if start + n <= self._next_input:
-                    continue
-                if start > self._next_input:
-                    logger.warning(
-                        "%s: checkpoint %s leaves a gap; deleting it and later ones", self.folder, path
-                    )
-                    for later, _, _ in found[i:]:
-                        later.unlink()
-                    break
-                with np.load(path) as data:
-                    vectors, is_new = data["vectors"], data["is_new"]
-                    rows = json.loads(data["rows"].tobytes().decode("utf-8"))
-                skip = self._next_input - start  # rows of this file a committed shard already holds
-                keep_vectors = vectors[int(is_new[:skip].sum()) :]
-                self.add(keep_vectors, rows[skip:] if rows is not None else None)
-                replayed += n - skip
-        finally:
-            self._replaying = False
-        if replayed:
-            logger.info(
-                "%s: replayed %d inputs from checkpoints of the open shard", self.folder.name, replayed
-            )
 
     # -- internals --------------------------------------------------------------------------------------
 
@@ -637,7 +551,7 @@ class ShardWriter:
         self.manifest.shards.append(info)
         self.manifest.save(self.folder)
         logger.info("%s: shard %d committed (%d vectors)", self.folder.name, no, self._cur_count)
-        self._drop_checkpoints(self.manifest.inputs)
+        self._input_log.drop_before(self.manifest.inputs)
         self._open_shard()
 
     def _finish(self) -> None:
@@ -705,25 +619,6 @@ def build_index(
         for i in range(start, len(vectors), batch_size):
             writer.add(vectors[i : i + batch_size], rows[i : i + batch_size] if rows is not None else None)
     return writer.manifest
-
-
-def _checkpoint_files(folder: Path) -> list[tuple[Path, int, int]]:
-    """(path, first input position, rows) of each checkpoint file, by position.
-
-    Raises:
-        IndexFormatError: a checkpoint file is unreadable (names the file: delete it to resume without it).
-    """
-    out = []
-    for path in sorted(folder.glob("*.npz")):
-        try:
-            with np.load(path) as data:
-                n = len(data["is_new"])
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-            raise IndexFormatError(
-                f"{path}: unreadable build checkpoint ({exc}); delete it (the build then re-encodes its rows)"
-            ) from exc
-        out.append((path, int(path.stem), n))
-    return out
 
 
 def _row(row: Any) -> dict[str, Any]:
