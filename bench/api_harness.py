@@ -161,21 +161,10 @@ def start_server(
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    import httpx
+    """:func:`api.probe.wait_until_ready`, ending the benchmark with its reason when the server is not ready."""
+    from api.probe import ServerNotReady, wait_until_ready
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(
-                f"the server exited with code {proc.returncode} before it was ready (see its log)"
-            )
-        try:
-            r = httpx.get(f"{url}/readyz", timeout=5)
-            if r.status_code == 200:
-                return
-            if r.json().get("status") == "failed":
-                raise SystemExit(f"the server failed to load: {r.json().get('detail')}")
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"the server was not ready within {timeout:.0f} s")
+    try:
+        wait_until_ready(url, proc, timeout)
+    except ServerNotReady as exc:
+        raise SystemExit(str(exc)) from None

@@ -30,6 +30,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from api.probe import wait_until_ready
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -125,23 +127,6 @@ def start_server(home: Path, port: int, env: dict[str, str]) -> subprocess.Popen
     )
     log.close()  # the child holds its own descriptor
     return proc
-
-
-def wait_ready(
-    url: str, proc: subprocess.Popen[bytes], timeout: float = 600.0, log: Path | None = None
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = log.read_text(errors="replace") if log is not None and log.is_file() else ""
-            raise RuntimeError(f"miner serve exited with {proc.returncode}: {err[-2000:]}")
-        try:
-            if httpx.get(url + "/readyz", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} not ready after {timeout} s")
 
 
 class RssSampler:
@@ -262,7 +247,7 @@ def run(
         }
         proc = start_server(root, port, env)
         try:
-            wait_ready(url, proc, log=root / "serve.log")
+            wait_until_ready(url, proc, log=root / "serve.log")
             client_timeout = request_timeout_s + 15.0
             with RssSampler(proc.pid) as rss:
                 first = asyncio.run(steady(url, clients, seconds, client_timeout))

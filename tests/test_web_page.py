@@ -63,6 +63,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
+from api.probe import ServerNotReady, wait_until_ready  # noqa: E402
 from miner.demo import DEMO_ASSETS, read_truth  # noqa: E402
 
 TRUTH = read_truth(DEMO_ASSETS / "clips.tsv")
@@ -124,7 +125,6 @@ def _mic_wav(path: Path) -> None:
 @pytest.fixture(scope="module")
 def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer]:
     """``miner serve`` in its own process with API keys on; stopped (and its log shown on failure) at the end."""
-    import httpx
 
     root = tmp_path_factory.mktemp("web_page")
     home = root / "home"
@@ -145,20 +145,10 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"miner serve exited with {proc.returncode}: {(root / 'serve.log').read_text()[-3000:]}"
-                )
-            try:
-                if httpx.get(url + "/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"miner serve not ready in 300 s: {(root / 'serve.log').read_text()[-3000:]}")
+        try:
+            wait_until_ready(url, proc, timeout=300, log=root / "serve.log")
+        except ServerNotReady as exc:
+            pytest.fail(str(exc))
         yield DemoServer(url, home, mic)
     finally:
         proc.terminate()
