@@ -11,12 +11,11 @@ import pytest
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read docker-compose.yml (dev extra)")
 
-ROOT = Path(__file__).resolve().parents[1]
-COMPOSE = ROOT / "docker-compose.yml"
-COMPOSE_GPU = ROOT / "docker-compose.gpu.yml"
-DOCKERFILE = ROOT / "deploy" / "Dockerfile"
-ENV_EXAMPLE = ROOT / "deploy" / "env.example"
-README = ROOT / "deploy" / "README.md"
+try:
+    from tests._deploy_paths import COMPOSE, COMPOSE_GPU, DEPLOY_README, DOCKERFILE, ENV_EXAMPLE, ROOT
+except ImportError:  # tests/ on sys.path instead of the repository root
+    from _deploy_paths import COMPOSE, COMPOSE_GPU, DEPLOY_README, DOCKERFILE, ENV_EXAMPLE, ROOT
+
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[-?+][^}]*)?\}")
 _ENV_LINE = re.compile(r"^\s*#?\s*([A-Z][A-Z0-9_]*)=(.*)$")
 
@@ -97,7 +96,7 @@ def test_env_example_keys_are_settings_or_documented(monkeypatch: pytest.MonkeyP
 
     values, documented = _env_example()
     fields = {f"MINER_{name.upper()}" for name in Settings.model_fields}
-    readme = README.read_text()
+    readme = DEPLOY_README.read_text()
     for key in sorted(k for k in documented if k.startswith("MINER_")):
         assert key in fields or f"`{key}`" in readme, (
             f"{key} in deploy/env.example is neither a field of api.settings.Settings nor documented in "

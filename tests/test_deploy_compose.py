@@ -25,13 +25,10 @@ import pytest
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the compose files (dev extra)")
 
-ROOT = Path(__file__).resolve().parents[1]
-COMPOSE = ROOT / "docker-compose.yml"
-COMPOSE_GPU = ROOT / "docker-compose.gpu.yml"
-DOCKERFILE = ROOT / "deploy" / "Dockerfile"
-SMOKE = ROOT / "deploy" / "smoke.sh"
-CI = ROOT / ".ci" / "run"
-DOCKERIGNORE = ROOT / ".dockerignore"
+try:
+    from tests._deploy_paths import CI, COMPOSE, COMPOSE_GPU, DOCKERFILE, DOCKERIGNORE, ROOT, SMOKE
+except ImportError:  # tests/ on sys.path instead of the repository root
+    from _deploy_paths import CI, COMPOSE, COMPOSE_GPU, DOCKERFILE, DOCKERIGNORE, ROOT, SMOKE
 
 
 def _load(path: Path) -> dict[str, Any]:
