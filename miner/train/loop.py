@@ -16,11 +16,9 @@ and optimizer state as an uninterrupted run, so it gives the same loss.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import random
-import time
 from collections import Counter
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -40,6 +38,7 @@ from miner.train.data import Utterance, bucket_batches, read_manifest
 from miner.train.dev_metrics import dev_recall_at_1, dev_recall_at_1_translations
 from miner.train.objectives import MASK_FRAME_SECONDS, configure_time_masking, distill_loss
 from miner.train.processes import Processes
+from miner.train.run_log import LogWindow, MetricsFile, log_to_file
 from miner.train.sampling import LanguageSampler, language_probs
 from miner.train.schedule import TriStage, tri_stage_scheduler
 from miner.train.student import Student, build_model, to_device
@@ -67,7 +66,7 @@ class _Trainer:
         self.seen_seconds = 0.0
         self._pending = [0.0, 0.0]  # this process's utterances / seconds not yet added to seen_*
         self.full_phase = False
-        self.metrics_file = self.out / "metrics.jsonl"
+        self.metrics = MetricsFile(self.out / "metrics.jsonl", enabled=procs.main)
 
     # -- setup ---------------------------------------------------------------------------------------------
     def _load_data(self) -> None:
@@ -375,11 +374,6 @@ class _Trainer:
             self.dev_r1_en = dev_recall_at_1_translations(z_all, self.dev_trans_targets, self.dev_trans_ids)
         return total / n
 
-    def _log_metrics(self, record: dict[str, Any]) -> None:
-        if self.procs.main:
-            with open(self.metrics_file, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-
     # -- the run -------------------------------------------------------------------------------------------
     def run(self) -> Path:
         cfg = self.cfg
@@ -408,7 +402,7 @@ class _Trainer:
         bar = tqdm(
             total=cfg.max_updates, initial=self.step, desc="train", unit="upd", disable=not self.procs.main
         )
-        window = {"loss": 0.0, "cos_loss": 0.0, "n": 0, "utts": 0.0, "t": time.perf_counter()}
+        window = LogWindow()
         try:
             while self.step < cfg.max_updates:
                 if not self.full_phase and self.step >= cfg.head_only_updates and self.tf_params:
@@ -417,9 +411,7 @@ class _Trainer:
                 bar.update(1)
                 self._pending[0] += stats["utts"]
                 self._pending[1] += stats["seconds"]
-                for k in ("loss", "cos_loss", "utts"):
-                    window[k] += stats[k]
-                window["n"] += 1
+                window.add(stats)
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_updates:
                     self._log_window(window, stats, bar)
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_updates:
@@ -446,36 +438,30 @@ class _Trainer:
             self.procs.barrier,
         )
 
-    def _log_window(self, window: dict[str, float], stats: dict[str, float], bar: tqdm) -> None:
-        loss, cos_loss, n, utts = self.procs.sum(
-            [window["loss"], window["cos_loss"], window["n"], window["utts"]]
-        )
+    def _log_window(self, window: LogWindow, stats: dict[str, float], bar: tqdm) -> None:
+        totals = self.procs.sum(window.sums())
         self._flush_seen()
-        elapsed = max(time.perf_counter() - window["t"], 1e-9)
-        lr = stats["lr"]
-        record = {
-            "step": self.step,
-            "loss": loss / n,
-            "cos_loss": cos_loss / n,
-            "lr": lr,
-            "hours": self.seen_seconds / 3600,
-            "utt_per_s": utts / elapsed,
-            "grad_norm": stats["grad_norm"],
-            "phase": "full" if self.full_phase else "head",
-        }
+        record = window.record(
+            totals,
+            step=self.step,
+            lr=stats["lr"],
+            hours=self.seen_seconds / 3600,
+            grad_norm=stats["grad_norm"],
+            phase="full" if self.full_phase else "head",
+        )
         log.info(
             "step %d loss %.5f cos %.5f lr %.3g hours %.3f utt/s %.1f (%s)",
             self.step,
             record["loss"],
             record["cos_loss"],
-            lr,
+            record["lr"],
             record["hours"],
             record["utt_per_s"],
             record["phase"],
         )
-        bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
-        self._log_metrics(record)
-        window.update(loss=0.0, cos_loss=0.0, n=0, utts=0.0, t=time.perf_counter())
+        bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+        self.metrics.write(record)
+        window.reset()
 
     def _evaluate(self) -> float | None:
         value = self.dev_loss() if self.procs.main else None
@@ -486,7 +472,7 @@ class _Trainer:
                 record["dev_r1_en"] = self.dev_r1_en
                 extra = f" X->EN R@1 {self.dev_r1_en:.3f}"
             log.info("step %d dev loss %.5f dev R@1 %.3f%s", self.step, value, self.dev_r1, extra)
-            self._log_metrics(record)
+            self.metrics.write(record)
         self.procs.barrier()
         return value
 
@@ -526,22 +512,8 @@ def train(config: TrainConfig) -> Path:
     """
     config.validate()
     procs = Processes.setup()
-    handler: logging.Handler | None = None
-    pkg_logger = logging.getLogger("miner")
-    old_level = pkg_logger.level
     try:
-        if procs.main:
-            Path(config.out_dir).mkdir(parents=True, exist_ok=True)
-            handler = logging.FileHandler(Path(config.out_dir) / "train.log", encoding="utf-8")
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-            handler.setLevel(logging.INFO)
-            pkg_logger.addHandler(handler)
-            if pkg_logger.getEffectiveLevel() > logging.INFO:
-                pkg_logger.setLevel(logging.INFO)
-        return _Trainer(config, procs).run()
+        with log_to_file(Path(config.out_dir) / "train.log" if procs.main else None):
+            return _Trainer(config, procs).run()
     finally:
-        if handler is not None:
-            pkg_logger.removeHandler(handler)
-            handler.close()
-        pkg_logger.setLevel(old_level)
         procs.teardown()
