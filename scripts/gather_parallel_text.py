@@ -433,7 +433,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--packages", type=Path, default=Path("work/pkgs"), help="folder of downloaded archives"
     )
-    parser.add_argument("--out", type=Path, default=Path("work/demo_data/parallel.tsv"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("work/demo_data/parallel.tsv"),
+        help="the parallel table (.tsv), or a folder to write parallel.tsv and parallel_stats.json into",
+    )
     parser.add_argument("--langs", default=",".join(DEFAULT_LANGS), help="comma-separated ISO 639-1 codes")
     parser.add_argument("--min-words", type=int, default=3)
     parser.add_argument("--max-words", type=int, default=30)
@@ -459,11 +464,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(
             f"bad --langs entries {bad}: give ISO codes such as fr,de,es (English is always the source)"
         )
+    # A folder (or a path without a suffix) gets the usual file name: `--out work/demo_data` is the common call.
+    out = args.out / "parallel.tsv" if args.out.is_dir() or not args.out.suffix else args.out
     if args.download:
         download_packages(args.packages)
-    gather(
-        args.packages, args.out, langs, args.min_words, args.max_words, args.min_langs, args.max_placeholders
-    )
+    gather(args.packages, out, langs, args.min_words, args.max_words, args.min_langs, args.max_placeholders)
 
 
 if __name__ == "__main__":
