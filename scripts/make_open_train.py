@@ -59,7 +59,11 @@ def main(argv: list[str] | None = None) -> None:
     for r in sorted(read_tsv(args.replay), key=lambda r: r["id"]):
         if taken[r["lang"]] < args.replay_per_lang:
             taken[r["lang"]] += 1
-            replay.append(dict(r, source="catalogs", synth="espeak", voice="", augment=""))
+            # newer catalog manifests record each clip's voice; older ones only imply espeak-ng
+            replay.append(
+                dict(r, source="catalogs", synth=r.get("synth") or "espeak", voice=r.get("voice") or "",
+                     augment=r.get("augment") or "")
+            )  # fmt: skip
     rows += rebased(replay, args.replay, args.out.parent)
     tmp = args.out.with_suffix(".tmp")
     with tmp.open("w", encoding="utf-8") as f:
