@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
+import torch
 
-from miner.train.dev_metrics import dev_recall_at_1, dev_recall_at_1_translations
+from miner.train.dev_metrics import dev_recall_at_1, dev_recall_at_1_translations, embed_dev
 
 
 def test_own_target_among_all_dev_targets() -> None:
@@ -22,3 +25,18 @@ def test_translations_are_searched_once_each() -> None:
     z /= np.linalg.norm(z, axis=1, keepdims=True)
     assert dev_recall_at_1_translations(z, trans, ids) == pytest.approx(2 / 3)  # the third finds id 1
     assert dev_recall_at_1_translations(z[:2], trans[:2], ids[:2]) == 1.0
+
+
+def test_embed_dev_puts_rows_back_in_order_and_averages_the_distance() -> None:
+    # Batches come in bucket order (rows 2, 0 then 1); the "student" passes its input through, so row i's
+    # embedding is feats[i] normalised, and its distance to the target is 1 - cos(feats[i], targets[i]).
+    feats = torch.tensor([[3.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    targets = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
+    batches = [np.array([2, 0]), np.array([1])]
+    loader = [{"feats": feats[b], "targets": targets[b]} for b in batches]
+    z, distance = embed_dev(
+        lambda batch: batch["feats"], batches, loader, torch.device("cpu"), contextlib.nullcontext
+    )
+    assert z.dtype == np.float32 and z.shape == (3, 2)
+    np.testing.assert_allclose(z, [[1.0, 0.0], [0.0, 1.0], [2**-0.5, 2**-0.5]], atol=1e-6)
+    assert distance == pytest.approx((0.0 + 1.0 + 0.0) / 3)  # only row 1 (orthogonal to its target) is off

@@ -1,10 +1,53 @@
-"""Retrieval signals on the dev set, beside the dev loss: does each clip find its own text among all of them?"""
+"""The dev pass of a training run: the dev loss, and retrieval signals beside it (does each clip find its own text
+among all of them?)."""
 
 from __future__ import annotations
 
-import numpy as np
+import contextlib
+from collections.abc import Callable, Iterable
+from typing import Any
 
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from miner.train.student import to_device
 from miner.train.targets import normalise_rows
+
+
+@torch.no_grad()
+def embed_dev(
+    student: Callable[[dict[str, Any]], torch.Tensor],
+    batches: list[np.ndarray],
+    loader: Iterable[dict[str, Any]],
+    device: torch.device,
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]],
+) -> tuple[np.ndarray, float]:
+    """Embed every dev row once; the caller sets eval mode (no dropout, no masking).
+
+    Args:
+        student: maps a model batch to speech embeddings (b, dim).
+        batches: the row indices of each batch, in the order ``loader`` yields them.
+        loader: model batches holding at least ``targets`` (b, dim) teacher vectors.
+        device: where the student runs.
+        autocast: a fresh mixed-precision context per batch (a null context on CPU).
+
+    Returns:
+        float32 (n, dim) unit embeddings in row order (n = all rows of ``batches``), and the mean cosine distance
+        ``1 - cos(z, target)`` over the rows: the dev loss.
+    """
+    total, rows, order = 0.0, [], []
+    for idx, batch in zip(batches, loader, strict=True):
+        batch = to_device(batch, device)
+        with autocast():
+            z = student(batch).float()
+        total += float((1.0 - F.cosine_similarity(z, batch["targets"].float(), dim=-1)).sum())
+        rows.append(F.normalize(z, dim=-1).cpu().numpy())
+        order.append(np.asarray(idx))
+    index = np.concatenate(order)
+    z_all = np.empty((len(index), rows[0].shape[1]), dtype=np.float32)
+    z_all[index] = np.concatenate(rows)
+    return z_all, total / len(index)
 
 
 def dev_recall_at_1(z: np.ndarray, targets: np.ndarray) -> float:

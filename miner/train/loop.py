@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from miner.train import checkpoint as ckpt
@@ -35,7 +34,7 @@ from miner.train.batches import batch_stream, open_frame_caches, process_batches
 from miner.train.card import MODEL_CARD, model_card
 from miner.train.config import RESUME_NEUTRAL, TrainConfig
 from miner.train.data import Utterance, bucket_batches, read_manifest
-from miner.train.dev_metrics import dev_recall_at_1, dev_recall_at_1_translations
+from miner.train.dev_metrics import dev_recall_at_1, dev_recall_at_1_translations, embed_dev
 from miner.train.objectives import MASK_FRAME_SECONDS, configure_time_masking, distill_loss
 from miner.train.processes import Processes
 from miner.train.run_log import LogWindow, MetricsFile, log_to_file
@@ -351,28 +350,19 @@ class _Trainer:
         self.model.eval()
         durations = np.array([u.duration for u in self.dev])
         batches = bucket_batches(np.arange(len(self.dev)), durations, self.cfg.batch_seconds)
-        total, n = 0.0, 0
-        rows: list[np.ndarray] = []
-        order: list[np.ndarray] = []
         dev_rows = {"targets": self.dev_targets, "text_ids": self.dev_text_ids}
         loader = self._loader(self.dev, dev_rows, batches)
-        for idx, batch in zip(batches, loader, strict=True):
-            batch = to_device(batch, self.device)
-            with torch.no_grad(), self._autocast():
-                z = Student(self.model)(batch)
-            cos = F.cosine_similarity(z.float(), batch["targets"].float(), dim=-1)
-            total += float((1.0 - cos).sum())
-            n += len(cos)
-            rows.append(F.normalize(z.float(), dim=-1).cpu().numpy())
-            order.append(np.asarray(idx))
-        self.model.train()
-        z_all = np.empty((len(self.dev), self.dim), dtype=np.float32)
-        z_all[np.concatenate(order)] = np.concatenate(rows)
+        try:
+            z_all, mean_distance = embed_dev(
+                Student(self.model), batches, loader, self.device, self._autocast
+            )
+        finally:
+            self.model.train()
         self.dev_r1 = dev_recall_at_1(z_all, self.dev_targets)
         self.dev_r1_en: float | None = None
         if self.dev_trans_targets is not None and self.dev_trans_ids is not None:
             self.dev_r1_en = dev_recall_at_1_translations(z_all, self.dev_trans_targets, self.dev_trans_ids)
-        return total / n
+        return mean_distance
 
     # -- the run -------------------------------------------------------------------------------------------
     def run(self) -> Path:
