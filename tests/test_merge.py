@@ -28,7 +28,9 @@ def _model(whisper_dir: Path, seed: int, center_value: float | None, **kw: objec
         center = np.full(8, center_value, np.float32)
         model.config.extra["text_center"] = center.tolist()
         model.config.space_id = centred_space_id("t-8", center)
-    model.config.extra.update(mine_threshold=1.07, fusion_weight=0.7, note="kept")
+    model.config.extra.update(
+        mine_threshold=1.07, fusion_weight=0.7, fusion_gate={"threshold": -1.0, "weight": 0.5}, note="kept"
+    )
     return model.eval()
 
 
@@ -53,7 +55,7 @@ def test_merge_interpolates_every_head_tensor_and_the_centre(tiny_whisper_dir: P
     np.testing.assert_allclose(center, np.full(8, 0.15, np.float32), rtol=1e-6)
     assert merged.space_id == centred_space_id("t-8", center) != old.space_id
     # per-model calibrations are dropped, the rest is kept and the merge is recorded
-    assert "mine_threshold" not in merged.config.extra and "fusion_weight" not in merged.config.extra
+    assert not {"mine_threshold", "fusion_weight", "fusion_gate"} & merged.config.extra.keys()
     assert merged.config.extra["note"] == "kept"
     assert merged.config.extra["merged_from"]["weight"] == 0.25
 

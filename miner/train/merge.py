@@ -30,6 +30,7 @@ _MODEL_SPECIFIC = (
     "mine_threshold_dev",
     "fusion_weight",
     "fusion_weight_dev",
+    "fusion_gate",
     "train_steps",
     "model_id",
 )
