@@ -48,7 +48,7 @@ miner merge runs/demo_more4/final runs/demo_open/final -w 0.6 -o runs/merge/w06
 python scripts/package_demo_assets.py --model runs/merge/w06 --data work/demo_run --open-eval work/open_eval \
   --out miner/demo_assets
 # Stage 9b: that merged model fine-tuned on both domains at once, English catalog speech included (3,000 catalog
-# clips per language and 3,000 English, 500 open-domain utterances per language; ~70 min here from no frame cache,
+# clips per language and 3,000 English, 500 open-domain utterances per language; ~85 min here from no frame cache,
 # then a 4-weight sweep), and merged with it again at w 0.7 (the highest mean dev R@1 of the two domains,
 # docs/results/stage9b_sweep.json); packaged over the first merge (mining threshold), its gate chosen on five dev
 # sets. The first merge is re-creatable from the shipped parents: miner merge model_catalog model_open -w 0.6.
@@ -62,7 +62,12 @@ miner eval fusion-weight --queries work/open_eval/queries_dev_asr.tsv --db work/
   --queries work/demo_run/dev_asr10.tsv --db work/demo_run/en_dev_db.txt \
   --queries work/open_eval/queries_dev_clean.tsv --db work/open_eval/en_db.txt \
   --queries work/open_eval/queries_dev_clean_en_fr.tsv --db work/open_eval/fr_db.txt --model miner/demo_assets/model --save
-rm -rf miner/demo_assets/model_catalog miner/demo_assets/model_open miner/demo_assets/model_mixture
-cp -r runs/demo_more4/final miner/demo_assets/model_catalog && cp -r runs/demo_open/final miner/demo_assets/model_open
-python -c "from miner.encoders.samu import SpeechEncoder as S; S.from_pretrained('runs/stage9b/final', device='cpu')\
-.save_pretrained('miner/demo_assets/model_mixture', include_backbone=False)"   # head only, 7 MB
+# The parents ship beside the default, head only (7 MB each: a run's final/ also holds the frozen backbone), with
+# their training cards.
+for run in demo_more4:catalog demo_open:open stage9b:mixture; do
+  src=runs/${run%%:*}/final dst=miner/demo_assets/model_${run#*:}
+  rm -rf "$dst"
+  python -c "import sys; from miner.encoders.samu import SpeechEncoder as S
+S.from_pretrained(sys.argv[1], device='cpu').save_pretrained(sys.argv[2], include_backbone=False)" "$src" "$dst"
+  cp "$src/MODEL_CARD.md" "$dst/"
+done
