@@ -53,6 +53,14 @@ class Backbone(nn.Module):
         """Parameters of the backbone that the recipe unfreezes after the head-only phase."""
         raise NotImplementedError
 
+    def split_top(self, layers: int) -> nn.Module:
+        """Remove the top ``layers`` transformer layers (and the final norm) and return them as a module
+        ``(frames (B, T, H), mask (B, T)) -> (frames, mask)``; the backbone then ends below them."""
+        raise ValueError(
+            f"moving top layers into the head is implemented for Whisper backbones only, not {self.backbone_type}: "
+            "set unfreeze_top_layers = 0, or fine-tune the whole transformer (head_only_updates < max_updates)"
+        )
+
 
 class Wav2Vec2Backbone(Backbone):
     """wav2vec2 / XLS-R through ``transformers.Wav2Vec2Model``."""
@@ -196,6 +204,48 @@ class WhisperEncoderBackbone(Backbone):
 
     def transformer_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.layers.parameters()) + list(self.encoder.layer_norm.parameters())
+
+    def split_top(self, layers: int) -> WhisperTopLayers:
+        n = len(self.encoder.layers)
+        if not 1 <= layers <= n:
+            raise ValueError(f"cannot move {layers} top layers of a {n}-layer Whisper encoder into the head")
+        top = WhisperTopLayers(self.encoder.layers[n - layers :], self.encoder.layer_norm)
+        self.encoder.layers = self.encoder.layers[: n - layers]
+        self.encoder.layer_norm = nn.Identity()
+        return top
+
+
+class WhisperTopLayers(nn.Module):
+    """The top layers of a Whisper encoder and its final norm, run on frames computed below them.
+
+    Split off the backbone so they can train on cached frames (``SpeechEncoder`` keeps them in its head): the
+    frozen part runs once per clip, only these run per update. Frames longer than one 30 s window are cut back
+    into windows, as the backbone runs them, so a long clip's layers never attend across windows.
+    """
+
+    def __init__(self, layers: nn.ModuleList, layer_norm: nn.Module):
+        super().__init__()
+        self.layers = layers
+        self.layer_norm = layer_norm
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames float (B, T, H), mask bool (B, T) -> the same shapes, after the layers and the norm."""
+        window = WHISPER_CHUNK_FRAMES // 2
+        b, t, h = frames.shape
+        x, m = frames, mask
+        if t > window:  # the backbone's windows, laid out as batch rows
+            pad = -t % window
+            x = nn.functional.pad(x, (0, 0, 0, pad)).reshape(-1, window, h)
+            m = nn.functional.pad(m, (0, pad)).reshape(-1, window)
+        bias = torch.zeros(m.shape, dtype=x.dtype, device=x.device)
+        bias = bias.masked_fill(~m, torch.finfo(x.dtype).min)[:, None, None, :]
+        for layer in self.layers:
+            out = layer(x, bias)
+            x = out[0] if isinstance(out, tuple) else out
+        x = self.layer_norm(x)
+        if t > window:
+            x = x.reshape(b, -1, h)[:, :t]
+        return x, mask
 
 
 def _time_mask(feats: torch.Tensor, lengths: torch.Tensor, prob: float, span: int) -> torch.Tensor:

@@ -7,7 +7,8 @@
 
 Retrieval uses z / |z|. A model folder is self-describing: ``config.json`` (backbone type and config, dim,
 space id, teacher) and safetensors weights, never pickles. A folder may hold only the head
-(``head.safetensors``) plus ``backbone_source`` naming where the frozen backbone comes from.
+(``head.safetensors``) plus ``backbone_source`` naming where the frozen backbone comes from; the head may also
+hold the backbone's top transformer layers (``top_layers``), split off so they train on frames cached below them.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ log = logging.getLogger(__name__)
 
 MODEL_TYPE = "samu-xlsr"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-FORMAT_VERSION = 2  # 2: optional ``adapter`` (FrameAdapter) between backbone and pooling
+FORMAT_VERSION = (
+    3  # 2: optional ``adapter`` (FrameAdapter); 3: optional ``top_layers`` (backbone layers in the head)
+)
 CONFIG_NAME = "config.json"
 FULL_WEIGHTS = "model.safetensors"
 HEAD_WEIGHTS = "head.safetensors"
@@ -130,6 +133,9 @@ class SpeechEncoderConfig:
     teacher: str
     backbone_source: str | None = None
     adapter: dict[str, Any] | None = None  # FrameAdapter arguments (layers, dim, heads, ffn, stride), or none
+    top_layers: int = (
+        0  # the backbone's top transformer layers held (and trained) in the head, below the adapter
+    )
     model_type: str = MODEL_TYPE
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
@@ -159,6 +165,8 @@ class SpeechEncoder(nn.Module):
         self.source_dir: str | None = None  # set by from_pretrained
         self.last_speed: EncodeSpeed | None = None  # of the last encode() call
         width = backbone.hidden_size
+        # The backbone's top layers, split off into the head: they train on frames cached below them.
+        self.top: nn.Module | None = backbone.split_top(config.top_layers) if config.top_layers else None
         self.adapter: FrameAdapter | None = None
         if config.adapter:
             self.adapter = FrameAdapter(backbone.hidden_size, **config.adapter)
@@ -177,10 +185,12 @@ class SpeechEncoder(nn.Module):
         teacher: str,
         seed: int = 0,
         adapter: dict[str, Any] | None = None,
+        top_layers: int = 0,
     ) -> SpeechEncoder:
         """A new model: a pretrained backbone (folder, hub id, ``offline:whisper-base``) and a fresh head.
 
-        ``adapter`` (FrameAdapter keyword arguments) adds trainable transformer layers before the pooling.
+        ``adapter`` (FrameAdapter keyword arguments) adds trainable transformer layers before the pooling;
+        ``top_layers`` moves the backbone's top transformer layers into the head (pretrained, trainable).
         """
         source = backbone if isinstance(backbone, str) else None
         bb = load_pretrained_backbone(backbone) if isinstance(backbone, str) else backbone
@@ -192,6 +202,7 @@ class SpeechEncoder(nn.Module):
             teacher=teacher,
             backbone_source=source,
             adapter=dict(adapter) if adapter else None,
+            top_layers=int(top_layers),
         )
         torch.manual_seed(seed)
         return cls(bb, config)
@@ -264,7 +275,10 @@ class SpeechEncoder(nn.Module):
         save_file(
             state, str(tmp / (FULL_WEIGHTS if include_backbone else HEAD_WEIGHTS)), metadata={"format": "pt"}
         )
-        (tmp / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2, sort_keys=True))
+        config = asdict(self.config)
+        # The oldest format that reads this model: a model without top layers stays readable by older code.
+        config["format_version"] = FORMAT_VERSION if self.config.top_layers else 2
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True))
         tmp.chmod(0o755)  # mkdtemp makes the folder private; a model folder is meant to be shared
         for f in tmp.iterdir():
             f.chmod(0o644)
@@ -276,6 +290,14 @@ class SpeechEncoder(nn.Module):
         else:
             os.replace(tmp, out)
         return out
+
+    def move_top_layers_to_head(self, layers: int) -> None:
+        """Split the backbone's top ``layers`` transformer layers off into the head (a model that has none there
+        yet): the embeddings stay the same; the layers then train with the head and save with it."""
+        if self.top is not None:
+            raise ValueError(f"this model already holds {self.config.top_layers} backbone layers in its head")
+        self.top = self.backbone.split_top(layers).to(self.device)
+        self.config.top_layers = int(layers)
 
     # -- properties ----------------------------------------------------------------------------------------
     @property
@@ -312,7 +334,10 @@ class SpeechEncoder(nn.Module):
 
     # -- forward ---------------------------------------------------------------------------------------------
     def head(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """[Adapter +] pooling + projection: frames (B, T, H), mask bool (B, T) -> z float (B, dim), not normalised."""
+        """[Top layers +] [adapter +] pooling + projection: frames (B, T, H), mask bool (B, T) -> z float (B, dim),
+        not normalised."""
+        if self.top is not None:
+            frames, mask = self.top(frames, mask)
         if self.adapter is not None:
             frames, mask = self.adapter(frames, mask)
         return self.projection(self.pooling(frames, mask))

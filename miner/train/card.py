@@ -55,6 +55,8 @@ def model_card(
             f"{adapter['layers']} trainable transformer layers (width {adapter['dim']}, {adapter['heads']} heads, "
             f"frames averaged over {adapter['stride']}) before the pooling + tanh projection"
         )
+    if model.config.top_layers:
+        head = f"the backbone's top {model.config.top_layers} layer(s), trained, then " + head
     loss = "1 - cos(z, teacher(t))"
     if cfg.contrastive_weight:
         loss += f" + {cfg.contrastive_weight:g} x InfoNCE (T={cfg.temperature:g})"

@@ -96,6 +96,9 @@ class TrainConfig:
         adapter_dim, adapter_heads, adapter_ffn: their width, attention heads and feed-forward size.
         adapter_stride: backbone frames averaged per adapter step (Whisper's 50 frames/s halved by 2).
         adapter_dropout: dropout inside the adapter layers while training.
+        unfreeze_top_layers: the backbone's top transformer layers (and its final norm) moved into the head, where
+            they train with it on frames cached below them (Whisper backbones; 0 = the backbone stays whole and
+            frozen). A warm start from a model without them takes its backbone's pretrained layers.
     """
 
     train_manifest: Path | None = None
@@ -139,6 +142,7 @@ class TrainConfig:
     adapter_ffn: int = 1024
     adapter_stride: int = 2
     adapter_dropout: float = 0.1
+    unfreeze_top_layers: int = 0
 
     # -- derived ---------------------------------------------------------------------------------------------
     @property
@@ -229,6 +233,8 @@ class TrainConfig:
                 f"translation_weight > 0 and contrastive_weight > 0 (got {self.translation_weight}, "
                 f"{self.contrastive_weight})"
             )
+        if self.unfreeze_top_layers < 0:
+            raise ConfigError(f"unfreeze_top_layers must be >= 0, got {self.unfreeze_top_layers}")
         if self.adapter_layers < 0:
             raise ConfigError(f"adapter_layers must be >= 0, got {self.adapter_layers}")
         if self.adapter_layers:

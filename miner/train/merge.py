@@ -12,6 +12,7 @@ interpolated the same way, so the merged head and its paired text encoder form o
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -61,6 +62,7 @@ def merge_heads(old: SpeechEncoder, new: SpeechEncoder, weight: float) -> Speech
     """
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"merge weight must be in [0, 1], got {weight}")
+    old, new = _same_top_layers(old, new)
     a, b = old.config, new.config
     for field in ("backbone_type", "backbone_source", "dim", "teacher", "adapter"):
         if getattr(a, field) != getattr(b, field):
@@ -113,7 +115,11 @@ def merge_heads(old: SpeechEncoder, new: SpeechEncoder, weight: float) -> Speech
         "weight": float(weight),
         "method": "linear interpolation of head weights and text centres (WiSE-FT)",
     }
-    model = SpeechEncoder(old.backbone, config)
+    # old.backbone has already lost its top layers to old.top: the merged head gets a copy of that module.
+    model = SpeechEncoder(old.backbone, dataclasses.replace(config, top_layers=0))
+    if config.top_layers:
+        model.top = copy.deepcopy(old.top)
+        model.config.top_layers = config.top_layers
     missing, unexpected = model.load_state_dict(merged_state, strict=False)
     if [
         k for k in missing if not k.startswith("backbone.")
@@ -122,6 +128,24 @@ def merge_heads(old: SpeechEncoder, new: SpeechEncoder, weight: float) -> Speech
     model.to(old.device)
     model.eval()
     return model
+
+
+def _same_top_layers(old: SpeechEncoder, new: SpeechEncoder) -> tuple[SpeechEncoder, SpeechEncoder]:
+    """Both models with the same backbone layers in their heads: one that has none takes a copy with its
+    pretrained top layers moved there (the same embeddings), so a warm start that unfroze them merges with its
+    parent. The callers' models are not changed."""
+    ka, kb = old.config.top_layers, new.config.top_layers
+    if ka == kb:
+        return old, new
+    if ka and kb:
+        raise ValueError(f"cannot merge: the models hold {ka} and {kb} backbone layers in their heads")
+    if ka == 0:
+        old = copy.deepcopy(old)
+        old.move_top_layers_to_head(kb)
+    else:
+        new = copy.deepcopy(new)
+        new.move_top_layers_to_head(ka)
+    return old, new
 
 
 def merge_model_folders(old_dir: Path, new_dir: Path, weight: float, out_dir: Path) -> Path:

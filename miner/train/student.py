@@ -63,7 +63,8 @@ def build_model(
     """The run's SAMU model on the CPU, backbone frozen.
 
     Args:
-        cfg: the run's configuration (``backbone``, ``teacher``, ``init_from``, ``adapter``, time masking).
+        cfg: the run's configuration (``backbone``, ``teacher``, ``init_from``, ``adapter``,
+            ``unfreeze_top_layers``, time masking).
         resume_from: a checkpoint folder of this run, or None (then ``cfg.init_from`` or a new model).
         teacher_space: the teacher's own space id; space_id: this run's (centred) space id; dim: its width.
         center: float32 (dim,) mean of the training texts' teacher vectors, or None when not centred.
@@ -83,6 +84,17 @@ def build_model(
                     f"init_from {start_from} has adapter {model.config.adapter}, this config asks for "
                     f"{cfg.adapter}: set the adapter_* keys to the model's"
                 )
+            if model.config.top_layers != cfg.unfreeze_top_layers:
+                if model.config.top_layers:
+                    raise ValueError(
+                        f"init_from {start_from} holds {model.config.top_layers} backbone layers in its head, "
+                        f"this config asks for {cfg.unfreeze_top_layers}: set unfreeze_top_layers = "
+                        f"{model.config.top_layers}"
+                    )
+                model.move_top_layers_to_head(cfg.unfreeze_top_layers)
+                log.info(
+                    "init_from: the backbone's top %d layer(s) move into the head", cfg.unfreeze_top_layers
+                )
             if model.space_id != space_id:
                 # A warm start may move to another centre of the same teacher (e.g. more training texts).
                 log.info("init_from: space %s -> %s (this run's centre)", model.space_id, space_id)
@@ -99,7 +111,13 @@ def build_model(
         if Path(teacher).expanduser().is_dir():
             teacher = str(Path(teacher).expanduser().resolve())
         model = SpeechEncoder.from_backbone(
-            source, dim=dim, space_id=space_id, teacher=teacher, seed=cfg.seed, adapter=cfg.adapter
+            source,
+            dim=dim,
+            space_id=space_id,
+            teacher=teacher,
+            seed=cfg.seed,
+            adapter=cfg.adapter,
+            top_layers=cfg.unfreeze_top_layers,
         )
         if center is not None:
             model.config.extra["text_center"] = [float(x) for x in center]
