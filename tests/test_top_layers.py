@@ -46,6 +46,29 @@ def test_moving_top_layers_keeps_the_embeddings_even_past_30_s(tiny_whisper_dir:
         whole.move_top_layers_to_head(1)
 
 
+def test_top_layers_on_cached_frames_match_the_whole_backbone(tiny_whisper_dir: Path) -> None:
+    """The frame cache keeps valid frames only, in time order: a 31 s clip's two windows must still be cut where
+    the backbone cut them, whatever the other clips of the batch."""
+    import copy
+
+    whole = _model(tiny_whisper_dir)
+    split = copy.deepcopy(whole)
+    split.move_top_layers_to_head(1)
+    inputs = whole.backbone.prepare(_clips([31.0, 2.0, 45.5]))
+    with torch.no_grad():
+        top_frames, top_mask = whole.backbone(inputs)
+        low_frames, low_mask = split.backbone(inputs)
+        rows = [low_frames[i][low_mask[i]] for i in range(3)]  # as the cache stores them
+        frames = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+        mask = torch.nn.utils.rnn.pad_sequence(
+            [torch.ones(len(r), dtype=torch.bool) for r in rows], batch_first=True
+        )
+        out, out_mask = split.top(frames, mask)  # type: ignore[misc]
+    assert torch.equal(out_mask, mask)
+    for i, r in enumerate(rows):
+        torch.testing.assert_close(out[i, : len(r)], top_frames[i][top_mask[i]], atol=1e-5, rtol=1e-5)
+
+
 def test_top_layers_save_with_the_head_and_reload(tiny_whisper_dir: Path, tmp_path: Path) -> None:
     model = _model(tiny_whisper_dir, top_layers=1)
     with torch.no_grad():  # as if trained: the head's copy now differs from the pretrained layer
