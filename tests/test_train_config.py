@@ -166,3 +166,29 @@ def test_experiment_configs_are_valid(tmp_path: Path) -> None:
     for path in paths:
         cfg = load_config(path, [f"init_from={fake_model}"])
         assert cfg.cache_features and cfg.max_updates > 0
+
+
+def test_cli_options_and_key_value_overrides_are_checked_together(tmp_path: Path) -> None:
+    """`miner train run.toml head_only_updates=5 --max-updates 5`: the two are one consistent config, not a
+    half-applied one that fails validation between them."""
+    import numpy as np
+    import soundfile as sf
+    import typer
+    from typer.testing import CliRunner
+
+    from miner.commands.train import train_command
+
+    (tmp_path / "data").mkdir()
+    manifest = tmp_path / "data" / "train.tsv"
+    manifest.write_text("id\taudio\ttext\tlang\nu0\ta.wav\thallo\tde\n")
+    sf.write(tmp_path / "data" / "a.wav", np.zeros(16000, np.float32), 16000)
+    cfg = _write(
+        tmp_path,
+        'train_manifest = "train.tsv"\nmax_updates = 20\nhead_only_updates = 20\ncache_features = true\n',
+    )
+    app = typer.Typer()
+    app.command()(train_command)
+    ok = CliRunner().invoke(app, [str(cfg), "head_only_updates=5", "--max-updates", "5", "--dry-run"])
+    assert ok.exit_code == 0, ok.output
+    bad = CliRunner().invoke(app, [str(cfg), "head_only_updates=5", "--dry-run"])
+    assert bad.exit_code != 0 and "head_only_updates=5 < max_updates=20" in str(bad.exception or bad.output)

@@ -33,14 +33,12 @@ def train_command(
     ),
 ) -> None:
     """Train (or resume, from the newest checkpoint in out_dir) and write out_dir/final with a MODEL_CARD.md."""
-    from miner.train.config import apply_overrides, load_config
+    from miner.train.config import load_config
 
-    cfg = load_config(config, list(overrides or []))
     typed = {
         k: v for k, v in (("out_dir", out_dir), ("max_updates", max_updates), ("seed", seed)) if v is not None
     }
-    if typed:
-        cfg = apply_overrides(cfg, typed).validate()
+    cfg = load_config(config, list(overrides or []), typed)
     if dry_run:
         typer.echo(_plan(cfg))
         return

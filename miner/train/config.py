@@ -373,14 +373,18 @@ def _resolve(key: str, value: Any, base_dir: Path) -> Any:
 
 
 def load_config(
-    path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None
+    path: str | os.PathLike[str] | None = None,
+    overrides: list[str] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> TrainConfig:
-    """Read a flat TOML config, apply ``key=value`` overrides, validate.
+    """Read a flat TOML config, apply ``key=value`` overrides, then typed ``options``, and validate once.
 
     Args:
         path: the TOML file (``None``: defaults plus overrides only).
         overrides: ``["max_updates=500", "out_dir=runs/x", ...]``; relative paths are taken from the current
             directory.
+        options: typed values applied last (the CLI's ``--max-updates`` ...): checked together with the rest,
+            so ``--max-updates 80 head_only_updates=80`` is one consistent config.
 
     Returns:
         A validated :class:`TrainConfig`.
@@ -406,4 +410,6 @@ def load_config(
         config = apply_overrides(config, data, base_dir=file.resolve().parent)
     if overrides:
         config = apply_overrides(config, overrides)
+    if options:
+        config = apply_overrides(config, options)
     return config.validate()
