@@ -43,9 +43,8 @@ log = logging.getLogger(__name__)
 
 MODEL_TYPE = "samu-xlsr"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-FORMAT_VERSION = (
-    3  # 2: optional ``adapter`` (FrameAdapter); 3: optional ``top_layers`` (backbone layers in the head)
-)
+# 2: optional ``adapter`` (FrameAdapter); 3: optional ``top_layers`` (backbone layers in the head)
+FORMAT_VERSION = 3
 CONFIG_NAME = "config.json"
 FULL_WEIGHTS = "model.safetensors"
 HEAD_WEIGHTS = "head.safetensors"
@@ -133,9 +132,8 @@ class SpeechEncoderConfig:
     teacher: str
     backbone_source: str | None = None
     adapter: dict[str, Any] | None = None  # FrameAdapter arguments (layers, dim, heads, ffn, stride), or none
-    top_layers: int = (
-        0  # the backbone's top transformer layers held (and trained) in the head, below the adapter
-    )
+    # the backbone's top transformer layers held (and trained) in the head, below the adapter
+    top_layers: int = 0
     model_type: str = MODEL_TYPE
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
