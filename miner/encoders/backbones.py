@@ -185,12 +185,7 @@ class WhisperEncoderBackbone(Backbone):
         mask = torch.arange(t, device=x.device)[None, :] < frame_lengths[:, None]
         x = x + enc.embed_positions.weight[:t].to(x.dtype)
         x = nn.functional.dropout(x, p=enc.dropout, training=self.training)
-        bias = torch.zeros(mask.shape, dtype=x.dtype, device=x.device)
-        bias = bias.masked_fill(~mask, torch.finfo(x.dtype).min)[:, None, None, :]
-        for layer in enc.layers:
-            out = layer(x, bias)
-            x = out[0] if isinstance(out, tuple) else out
-        x = enc.layer_norm(x)
+        x = enc.layer_norm(_run_whisper_layers(enc.layers, x, mask))
         if n_chunks > 1:
             x = x.reshape(batch, n_chunks * t, -1)
             mask = mask.reshape(batch, n_chunks * t)
@@ -237,15 +232,20 @@ class WhisperTopLayers(nn.Module):
             pad = -t % window
             x = nn.functional.pad(x, (0, 0, 0, pad)).reshape(-1, window, h)
             m = nn.functional.pad(m, (0, pad)).reshape(-1, window)
-        bias = torch.zeros(m.shape, dtype=x.dtype, device=x.device)
-        bias = bias.masked_fill(~m, torch.finfo(x.dtype).min)[:, None, None, :]
-        for layer in self.layers:
-            out = layer(x, bias)
-            x = out[0] if isinstance(out, tuple) else out
-        x = self.layer_norm(x)
+        x = self.layer_norm(_run_whisper_layers(self.layers, x, m))
         if t > window:
             x = x.reshape(b, -1, h)[:, :t]
         return x, mask
+
+
+def _run_whisper_layers(layers: nn.ModuleList, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Whisper encoder layers over x float (B, T, H), padded frames (mask False) hidden from self-attention."""
+    bias = torch.zeros(mask.shape, dtype=x.dtype, device=x.device)
+    bias = bias.masked_fill(~mask, torch.finfo(x.dtype).min)[:, None, None, :]
+    for layer in layers:
+        out = layer(x, bias)
+        x = out[0] if isinstance(out, tuple) else out
+    return x
 
 
 def _time_mask(feats: torch.Tensor, lengths: torch.Tensor, prob: float, span: int) -> torch.Tensor:
