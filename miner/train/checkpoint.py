@@ -13,6 +13,7 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +23,62 @@ import torch
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "STATE_FORMAT",
     "TRAINER_STATE",
     "capture_rng",
     "checkpoint_dir",
     "latest_checkpoint",
     "load_state",
+    "load_trainer_state",
     "prune_checkpoints",
     "restore_rng",
+    "rng_file",
     "save_state",
 ]
 
 TRAINER_STATE = "trainer_state.pt"
+STATE_FORMAT = 1  # version of the trainer_state.pt dict written by the trainer
 _STEP_DIR = re.compile(r"^step_(\d{6,})$")
 
 
 def checkpoint_dir(out_dir: str | os.PathLike[str], step: int) -> Path:
     return Path(out_dir) / "checkpoints" / f"step_{step:06d}"
+
+
+def rng_file(folder: str | os.PathLike[str], rank: int) -> Path:
+    """One process's RNG states inside a checkpoint folder."""
+    return Path(folder) / f"rng_state_{rank}.pt"
+
+
+def load_trainer_state(
+    folder: str | os.PathLike[str], config_now: Mapping[str, Any], neutral: Collection[str], rank: int
+) -> dict[str, Any]:
+    """The trainer state of a checkpoint, after checking that it may be resumed; restores this process's RNGs.
+
+    Args:
+        folder: a complete checkpoint folder.
+        config_now: the run's config as a dict (``TrainConfig.to_dict()``).
+        neutral: config keys that may change between the saved run and this one (e.g. the update budget).
+        rank: this process's rank (whose RNG file to restore).
+
+    Raises:
+        ValueError: a config key outside ``neutral`` changed; the message lists (saved, now) per key and the fix.
+    """
+    folder = Path(folder)
+    state = load_state(folder / TRAINER_STATE)
+    saved = state.get("config", {})
+    diff = {k: (saved.get(k), v) for k, v in config_now.items() if k not in neutral and saved.get(k) != v}
+    if diff:
+        raise ValueError(
+            f"cannot resume from {folder}: the config changed (saved, now): {diff}; restore those "
+            f"values or train into a new out_dir"
+        )
+    rng = rng_file(folder, rank)
+    if rng.is_file():
+        restore_rng(load_state(rng))
+    else:
+        log.warning("%s missing (different number of processes?): random draws will differ", rng.name)
+    return state
 
 
 def _complete_checkpoints(out_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:

@@ -50,8 +50,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["distill_loss", "train", "configure_time_masking", "MODEL_CARD"]
 
-STATE_FORMAT = 1
-
 
 # -- the trainer ---------------------------------------------------------------------------------------------
 class _Trainer:
@@ -193,15 +191,7 @@ class _Trainer:
 
     # -- resume --------------------------------------------------------------------------------------------
     def _resume(self, folder: Path) -> None:
-        state = ckpt.load_state(folder / ckpt.TRAINER_STATE)
-        saved = state.get("config", {})
-        now = self.cfg.to_dict()
-        diff = {k: (saved.get(k), now[k]) for k in now if k not in RESUME_NEUTRAL and saved.get(k) != now[k]}
-        if diff:
-            raise ValueError(
-                f"cannot resume from {folder}: the config changed (saved, now): {diff}; restore those "
-                f"values or train into a new out_dir"
-            )
+        state = ckpt.load_trainer_state(folder, self.cfg.to_dict(), RESUME_NEUTRAL, self.procs.rank)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
@@ -210,13 +200,6 @@ class _Trainer:
         self.step = int(state["step"])
         self.seen_utts = float(state["seen_utterances"])
         self.seen_seconds = float(state["seen_seconds"])
-        rng_file = folder / f"rng_state_{self.procs.rank}.pt"
-        if rng_file.is_file():
-            ckpt.restore_rng(ckpt.load_state(rng_file))
-        else:
-            log.warning(
-                "%s missing (different number of processes?): random draws will differ", rng_file.name
-            )
         log.info("resumed from %s at step %d", folder, self.step)
 
     def _flush_seen(self) -> None:
@@ -232,13 +215,13 @@ class _Trainer:
         if self.procs.main:
             self.model.save_pretrained(folder, include_backbone=not self.cfg.backbone_frozen_whole_run)
         self.procs.barrier()
-        ckpt.save_state(folder / f"rng_state_{self.procs.rank}.pt", ckpt.capture_rng())
+        ckpt.save_state(ckpt.rng_file(folder, self.procs.rank), ckpt.capture_rng())
         self.procs.barrier()
         if self.procs.main:
             ckpt.save_state(
                 folder / ckpt.TRAINER_STATE,
                 {
-                    "format": STATE_FORMAT,
+                    "format": ckpt.STATE_FORMAT,
                     "step": self.step,
                     "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(),
