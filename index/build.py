@@ -50,6 +50,7 @@ from index.manifest import (
     sha256_file,
 )
 from index.store import STORE_FILE, Store
+from index.store_groups import StoreGroups
 from index.tuning_truth import (
     ShardTruth,
     is_tuning_file,
@@ -57,41 +58,12 @@ from index.tuning_truth import (
     merged_truth,
     sample_queries,
 )
+from index.vectors import prepare_vectors
 
 logger = logging.getLogger(__name__)
 
 SHARD_FILE = "shard_{:05d}.faiss"
 PARTIAL_DIR = ".partial"  # checkpoints of the open shard's inputs
-STORE_GROUP = 1024  # store rows written together (see ShardWriter._write_events)
-
-
-def prepare_vectors(vectors: Any, dim: int) -> np.ndarray:
-    """Validate embeddings and return an L2-normalised float32 copy.
-
-    Args:
-        vectors: (n, dim) array-like of real numbers.
-        dim: the expected dimension.
-
-    Returns:
-        (n, dim) float32 C-contiguous array whose rows have unit L2 norm.
-
-    Raises:
-        ValueError: wrong shape or dim, non-finite values, or an all-zero row (it has no direction).
-    """
-    x = np.asarray(vectors)
-    if x.ndim != 2 or x.shape[1] != dim:
-        raise ValueError(f"vectors have shape {x.shape}; expected (n, {dim})")
-    if not np.issubdtype(x.dtype, np.floating) and not np.issubdtype(x.dtype, np.integer):
-        raise ValueError(f"vectors have dtype {x.dtype}; expected float32")
-    x = np.array(x, dtype=np.float32, order="C", copy=True)
-    finite = np.isfinite(x).all(axis=1)
-    if not finite.all():
-        raise ValueError(f"vector row {int(np.argmin(finite))} has NaN or inf values; fix the encoder output")
-    faiss.normalize_L2(x)
-    zero = ~(np.abs(x).sum(axis=1) > 0)
-    if zero.any():
-        raise ValueError(f"vector row {int(np.argmax(zero))} is all zeros and cannot be L2-normalised")
-    return x
 
 
 @dataclass
@@ -446,9 +418,11 @@ class ShardWriter:
         self._shard = faiss.clone_index(self._template) if self._template is not None else None
         self._truth = ShardTruth(self._queries, self.tune_k) if self._queries is not None else None
         # rows already committed by a killed run (store ahead of the manifest) are not written twice
-        self._store_done = self._store is not None and self._store.shard_done(self._shard_no)
-        self._events: list[tuple[str, dict[str, Any]]] = []  # store rows and duplicates not written yet
-        self._event_items = 0
+        self._groups = (
+            StoreGroups(self._store, skip=self._store.shard_done(self._shard_no))
+            if self._store is not None
+            else None
+        )
 
     def _drain(self) -> None:
         if self._template is None:
@@ -482,10 +456,8 @@ class ShardWriter:
         self._shard.add(x)
         if self._truth is not None:
             self._truth.add(x, self._cur_first + self._cur_count)
-        if rows is not None and self._store is not None:
-            self._events.extend(("item", r) for r in rows)
-            self._event_items += len(rows)
-            self._write_events(final=False)
+        if rows is not None and self._groups is not None:
+            self._forget_pending(self._groups.add_items(rows))
         self._cur_count += len(x)
         self._cur_inputs += len(x)
         self._added_since += len(x)
@@ -497,39 +469,15 @@ class ShardWriter:
             self._t0, self._added_since = time.perf_counter(), 0
 
     def _put_dup(self, row: dict[str, Any]) -> None:
-        if self._store is not None:
-            self._events.append(("dup", row))
+        if self._groups is not None:
+            self._groups.add_duplicate(row)
         self._cur_inputs += 1
 
-    def _write_events(self, final: bool) -> None:
-        """Write the buffered store rows in groups of ``STORE_GROUP`` rows (with the duplicates met before the
-        group's last row); ``final``: everything left (the shard's end).
-
-        The groups follow the input alone, not the add() batches nor where a resumed run replays from, so the
-        SQLite file gets the same inserts in the same order and its pages come out byte-identical (rows and
-        duplicates written as the batches came interleaved the two tables' page allocations differently).
-        """
-        assert self._store is not None
-        while self._events and (final or self._event_items >= STORE_GROUP):
-            cut, seen = len(self._events), 0
-            for i, (kind, _) in enumerate(self._events):
-                seen += kind == "item"
-                if seen == STORE_GROUP:
-                    cut = i + 1
-                    break
-            group, self._events = self._events[:cut], self._events[cut:]
-            items = [r for kind, r in group if kind == "item"]
-            dups = [r for kind, r in group if kind == "dup"]
-            self._event_items -= len(items)
-            if not self._store_done:
-                self._store.begin()  # one transaction per shard, committed by _flush
-                if items:
-                    self._store.add_many(items)
-                if dups:
-                    self._store.add_duplicates(dups)
-            for r in items:  # in the store now: found by its own lookups
-                if "text" in r:
-                    self._pending_texts.pop(r["text"], None)
+    def _forget_pending(self, written: list[dict[str, Any]]) -> None:
+        """Rows now in the store are found by its own lookups: drop them from the pending texts."""
+        for r in written:
+            if "text" in r:
+                self._pending_texts.pop(r["text"], None)
 
     def _flush(self) -> None:
         """Commit the open shard: shard file, then store transaction, then manifest."""
@@ -539,9 +487,9 @@ class ShardWriter:
         write_index_atomic(self._shard, path)
         if self._truth is not None:
             self._truth.save(self.folder, no)
-        if self._store is not None:
-            self._write_events(final=True)
-            if not self._store_done:
+        if self._store is not None and self._groups is not None:
+            self._forget_pending(self._groups.write(final=True))
+            if not self._groups.skip:
                 self._store.begin()
                 self._store.mark_shard(no, self._cur_first, self._cur_count, self._cur_inputs)
             self._store.commit()

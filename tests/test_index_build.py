@@ -12,10 +12,11 @@ import faiss
 import numpy as np
 import pytest
 
-from index.build import ShardWriter, build_index, prepare_vectors
+from index.build import ShardWriter, build_index
 from index.manifest import IndexFormatError, Manifest
 from index.sharded import ShardedIndex
 from index.store import Store
+from index.vectors import prepare_vectors
 
 ROOT = Path(__file__).resolve().parents[1]
 CREATED = "2024-01-01T00:00:00+00:00"

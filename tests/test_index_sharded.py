@@ -6,10 +6,11 @@ import faiss
 import numpy as np
 import pytest
 
-from index.build import build_index, prepare_vectors
+from index.build import build_index
 from index.factory import make_index
 from index.manifest import IndexFormatError, Manifest, SpaceMismatchError
 from index.sharded import ShardedIndex
+from index.vectors import prepare_vectors
 
 D = 16
 

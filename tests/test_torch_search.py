@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from index.build import build_index, prepare_vectors
+from index.build import build_index
 from index.sharded import ShardedIndex
 from index.torch_search import TorchFlatSearch
+from index.vectors import prepare_vectors
 
 D = 32
 
