@@ -162,12 +162,22 @@ def plan(
     augment_share: float,
     seed: int,
 ) -> list[Plan]:
-    """Every clip of every manifest, deterministic for ``seed``."""
-    rng = random.Random(seed)
+    """Every clip of every manifest, deterministic for ``seed``.
+
+    Each (split, language) draws from its own random stream, so the held-out clips do not depend on
+    ``train_per_lang``, on the other languages, or on which training voices are installed: a rebuild of the test
+    sets alone (``--splits test_unseen,...``) gives the clips the whole recipe gives.
+    """
+
+    def stream(split: str, lang: str) -> random.Random:
+        return random.Random(f"{seed}|{split}|{lang}")  # str seeds hash with SHA-512: stable across runs
+
     by_para = paragraphs(rows)
     plans: list[Plan] = []
 
-    def make(split: str, run: list[dict[str, str]], synth: str, voice: str, augment: bool, tag: str) -> Plan:
+    def make(
+        rng: random.Random, split: str, run: list[dict[str, str]], synth: str, voice: str, augment: bool, tag: str
+    ) -> Plan:
         text, trans = unit(run)
         lang, first = run[0]["lang"], run[0]
         uid = hashlib.sha1(f"{tag}|{lang}|{text}|{synth}|{voice}".encode()).hexdigest()[:12]
@@ -185,6 +195,7 @@ def plan(
             log.warning("no training voice for %s: skipped", lang)
             continue
         groups = [g for (glang, _, _), g in sorted(by_para.items()) if glang == lang and g[0]["split"] == "train"]
+        rng = stream("train", lang)
         rng.shuffle(groups)
         # Books first (their sentences have English translations for T3), fortunes capped at FORTUNE_SHARE.
         groups.sort(key=lambda g: g[0]["source"] == "fortunes")
@@ -204,18 +215,19 @@ def plan(
                 break
         for run in units[:train_per_lang]:
             synth, voice = pick_voice(train_voices, rng)
-            plans.append(make("train", run, synth, voice, rng.random() < augment_share, "t"))
+            plans.append(make(rng, "train", run, synth, voice, rng.random() < augment_share, "t"))
         for split in ("dev", "test"):
             held = [g for (glang, _, _), g in sorted(by_para.items()) if glang == lang and g[0]["split"] == split]
+            rng, unseen_rng = stream(split, lang), stream(f"{split}_unseen", lang)
             for g in held:
                 for r in g:
                     if lang != "en" and not r["translation"]:
                         continue
                     synth, voice = pick_voice({"espeak": train_voices["espeak"]}, rng)
                     if split == "dev":
-                        plans.append(make("dev", [r], synth, voice, False, "d"))
+                        plans.append(make(rng, "dev", [r], synth, voice, False, "d"))
                     elif lang != "en":
-                        plans.append(make("test_seen", [r], synth, voice, False, "s"))
+                        plans.append(make(rng, "test_seen", [r], synth, voice, False, "s"))
                 if split != "test":
                     continue
                 unseen = UNSEEN_EN if lang == "en" else (UNSEEN[lang],) if lang in UNSEEN else ()
@@ -225,22 +237,24 @@ def plan(
                 singles = [[r] for r in g if lang == "en" or r["translation"]]
                 pairs = [g[i : i + 2] for i in range(0, len(g) - 1, 2) if all(lang == "en" or r["translation"] for r in g[i : i + 2])]
                 for run in singles + ([] if lang == "en" else pairs):
-                    synth, voice = rng.choice(unseen)
-                    plans.append(make("test_en" if lang == "en" else "test_unseen", run, synth, voice, False, "u"))
-    # dev_clean, planned last so that every plan above stays as it was: the dev pages by the training voices
-    # that are not espeak-ng (Festival, Piper: English and Italian), the only dev speech Whisper hears as well
-    # as clean test voices; where the fusion learns how far to trust Whisper when it is sure.
+                    synth, voice = unseen_rng.choice(unseen)
+                    split_name = "test_en" if lang == "en" else "test_unseen"
+                    plans.append(make(unseen_rng, split_name, run, synth, voice, False, "u"))
+    # dev_clean, listed last: the dev pages by the training voices that are not espeak-ng (Festival, Piper:
+    # English and Italian), the only dev speech Whisper hears as well as clean test voices; where the fusion
+    # learns how far to trust Whisper when it is sure.
     for lang in ("en", *X_LANGS):
         clean = {s: v for s, v in training_voices(lang, voices_by_lang.get(lang, {})).items() if s != "espeak"}
         if not clean:
             continue
+        rng = stream("dev_clean", lang)
         for (glang, _, _), g in sorted(by_para.items()):
             if glang != lang or g[0]["split"] != "dev":
                 continue
             for r in g:
                 if lang == "en" or r["translation"]:
                     synth, voice = pick_voice(clean, rng)
-                    plans.append(make("dev_clean", [r], synth, voice, False, "c"))
+                    plans.append(make(rng, "dev_clean", [r], synth, voice, False, "c"))
     return plans
 
 

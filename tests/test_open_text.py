@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from gather_open_text import align_to_english, doc_split, gather, speakable, split_sentences  # noqa: E402
 from open_text_sources import Document, html_paragraphs, read_fortunes, read_handbook  # noqa: E402
-from synthesize_open import join_runs, plan, training_voices  # noqa: E402
+from synthesize_open import Plan, join_runs, plan, training_voices  # noqa: E402
 
 PAGE = """<html><body><div class="para">The first sentence is here. A second one
 follows it <code class="command">apt-get</code> now.</div><div class="para">
@@ -110,11 +110,35 @@ def test_plan_keeps_held_out_voices_out_of_training_and_joins_runs() -> None:
     assert plans == plan(rows, voices, train_per_lang=6, join_share=1.0, max_seconds=25, augment_share=0.5,
                          seed=3)  # fmt: skip
     assert training_voices("ru", {"festival": ["msu_ru_nsh_clunits"], "espeak": ["ru"]}) == {"espeak": ["ru"]}
-    # dev_clean: the dev pages by the non-espeak training voices only (Piper here; Pico stays the test's), planned
-    # after everything else, so adding it left every other plan as it was
+    # dev_clean: the dev pages by the non-espeak training voices only (Piper here; Pico stays the test's), listed
+    # last
     clean = [p for p in plans if p.split == "dev_clean"]
     assert clean and {(p.lang, p.synth) for p in clean} == {("en", "piper")}
     assert plans[-len(clean) :] == clean
+
+
+def test_held_out_plans_do_not_depend_on_the_training_size_or_voices() -> None:
+    # A rebuild of the test sets alone (another --train-per-lang, another set of training voices installed) must
+    # give the same clips: rate, pitch and voice included.
+    rows = []
+    for lang in ("en", "de"):
+        rows += _rows(lang, "train", "handbook/a", 12) + _rows(lang, "test", "handbook/t", 4)
+        rows += _rows(lang, "dev", "handbook/d", 3)
+    voices = {
+        "en": {"espeak": ["en-us", "en-us+m1"], "pico": ["en-GB", "en-US"], "piper": ["joe"]},
+        "de": {"espeak": ["de", "de+f2"], "pico": ["de-DE"]},
+    }
+    more_voices = {**voices, "en": {**voices["en"], "festival": ["kal_diphone"]}}
+
+    def held_out(train_per_lang: int, voices: dict[str, dict[str, list[str]]]) -> list[Plan]:
+        plans = plan(rows, voices, train_per_lang=train_per_lang, join_share=0.5, max_seconds=25,
+                     augment_share=0.5, seed=3)  # fmt: skip
+        return [p for p in plans if p.split in ("dev", "test_seen", "test_unseen", "test_en")]
+
+    reference = held_out(6, voices)
+    assert {p.split for p in reference} == {"dev", "test_seen", "test_unseen", "test_en"}
+    assert held_out(2, voices) == reference
+    assert held_out(6, more_voices) == reference
 
 
 def test_join_runs_are_consecutive_and_fit_the_length() -> None:

@@ -6,9 +6,12 @@ native: ``rate`` is Pico's speed multiplier, ``pitch`` its pitch multiplier (F0 
 volume is set to 0.5: at Pico's default volume about 0.4% of the samples of an ordinary English sentence
 clip at full scale.
 
-Output: 16 kHz int16 PCM. Not bit-for-bit deterministic: within one process, repeated calls on the same text
-came out equal or differing in a few hundred samples by at most 74/32768 (below -50 dB; some state inside the
-library), so treat Pico clips as reproducible in content, not in bytes. Measured speed
+Output: 16 kHz int16 PCM, bit-for-bit the same for the same arguments. The engine's output depends on what
+its process did before (some memory it reads without setting, it seems): in one process the same en-GB sentence
+came out 92,992 samples long first, 92,160 after a French clip and 87,296 after an en-US one, and a child forked
+from a busy process varies with its parent's history the same way, while a new interpreter gives the same bytes
+every time. So every call runs the engine in a new interpreter (~0.1 s each, about as long as a sentence's
+synthesis), which makes test sets rebuilt from the recipe identical. Measured speed
 (``bench/bench_voices.py``, one core, other jobs running): 110-210x real time; 14-18 characters per second
 of speech at rate 1.0.
 """
@@ -16,7 +19,8 @@ of speech at rate 1.0.
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+import subprocess
+import sys
 
 import numpy as np
 
@@ -33,9 +37,6 @@ class PicoSynthesizer(EngineSynthesizer):
 
     name = "pico"
 
-    def __init__(self) -> None:
-        self._tts: Any = None
-
     def available(self) -> Availability:
         """Installed when the ``py-nanotts`` package is (``pip install py-nanotts``, or the ``voices`` extra)."""
         if importlib.util.find_spec("py_nanotts") is None:
@@ -50,14 +51,28 @@ class PicoSynthesizer(EngineSynthesizer):
         return frozenset({"rate", "pitch"})
 
     def _render(self, text: str, voice: str, rate: float, pitch: float) -> tuple[np.ndarray, int]:
-        if self._tts is None:
-            try:
-                from py_nanotts import NanoTTS
-            except ImportError as exc:
-                raise SynthesisError(f"py-nanotts failed to load: {exc}") from exc
-            self._tts = NanoTTS()
-        try:
-            pcm = self._tts.speak(text, voice=voice, speed=rate, pitch=pitch, volume=VOLUME)
-        except (ValueError, RuntimeError) as exc:
-            raise SynthesisError(f"pico voice {voice!r} failed on {text[:60]!r}: {exc}") from exc
-        return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0, 16000
+        # A new interpreter per call: the engine's output depends on what the process did before (module
+        # docstring), and a forked child inherits that, so only a fresh process gives the same clip every time.
+        proc = subprocess.run(
+            [sys.executable, "-c", _CHILD, voice, repr(rate), repr(pitch), repr(VOLUME)],
+            input=text.encode("utf-8"),
+            capture_output=True,
+            check=False,
+            timeout=600,
+        )
+        if proc.returncode != 0 or not proc.stdout:
+            detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no audio"]
+            if "No module named" in detail[0]:
+                raise SynthesisError(f"py-nanotts failed to load: {detail[0]}")
+            raise SynthesisError(f"pico voice {voice!r} failed on {text[:60]!r}: {detail[0]}")
+        return np.frombuffer(proc.stdout, dtype="<i2").astype(np.float32) / 32768.0, 16000
+
+
+# The child: text on stdin, voice / speed / pitch / volume as arguments, int16 little-endian PCM on stdout.
+_CHILD = """
+import sys
+from py_nanotts import NanoTTS
+voice, speed, pitch, volume = sys.argv[1], *map(float, sys.argv[2:5])
+text = sys.stdin.buffer.read().decode("utf-8")
+sys.stdout.buffer.write(NanoTTS().speak(text, voice=voice, speed=speed, pitch=pitch, volume=volume))
+"""
