@@ -10,10 +10,10 @@ Output: 16 kHz int16 PCM, bit-for-bit the same for the same arguments. The engin
 its process did before (some memory it reads without setting, it seems): in one process the same en-GB sentence
 came out 92,992 samples long first, 92,160 after a French clip and 87,296 after an en-US one, and a child forked
 from a busy process varies with its parent's history the same way, while a new interpreter gives the same bytes
-every time. So every call runs the engine in a new interpreter (~0.1 s each, about as long as a sentence's
-synthesis), which makes test sets rebuilt from the recipe identical. Measured speed
-(``bench/bench_voices.py``, one core, other jobs running): 110-210x real time; 14-18 characters per second
-of speech at rate 1.0.
+every time. So every call runs the engine in a new interpreter, which makes test sets rebuilt from the recipe
+identical; it costs ~45 ms a clip (a 6.4 s sentence: 70-82 ms against 27-35 ms in-process, measured side by side
+with an evaluation on the other core), so ~80x real time instead of the engine's 110-210x
+(``bench/bench_voices.py``, one core, other jobs running); 14-18 characters per second of speech at rate 1.0.
 """
 
 from __future__ import annotations
