@@ -155,14 +155,21 @@ def test_deterministic(name: str, voice: str) -> None:
 
 
 def test_pico_is_deterministic_whatever_was_spoken_before() -> None:
-    # The engine keeps state between calls, across objects: in one process this en-GB sentence came out 92,160
-    # samples after a French clip and 87,296 after an en-US one instead of 92,992. Each call forks a fresh child.
+    # The engine's output depends on what its process spoke before: in one process this en-GB sentence came out
+    # 92,160 samples after a French clip and 87,296 after an en-US one instead of 92,992. Each call now runs the
+    # engine in a new interpreter.
     synth = _voice("pico", "en-GB")
     text = "Now that Debian version 11 is out, the developers are already busy working on the next version."
     first = synth.speak(text, "en-GB", rate=1.1, pitch=0.9)
     synth.speak("Hello there.", "en-US", rate=1.2)
     synth.speak("Bonjour tout le monde, comment allez-vous ?", "fr-FR")
     assert np.array_equal(synth.speak(text, "en-GB", rate=1.1, pitch=0.9), first)
+
+
+def test_pico_engine_failure_is_a_synthesis_error_naming_the_cause() -> None:
+    synth = _synth("pico")
+    with pytest.raises(SynthesisError, match="pico voice 'xx-XX' failed on 'Hello.*Unsupported voice"):
+        synth._render("Hello.", "xx-XX", 1.0, 1.0)  # past speak()'s own voice check: the engine's error
 
 
 def test_bad_arguments_raise_value_errors() -> None:

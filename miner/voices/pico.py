@@ -53,13 +53,16 @@ class PicoSynthesizer(EngineSynthesizer):
     def _render(self, text: str, voice: str, rate: float, pitch: float) -> tuple[np.ndarray, int]:
         # A new interpreter per call: the engine's output depends on what the process did before (module
         # docstring), and a forked child inherits that, so only a fresh process gives the same clip every time.
-        proc = subprocess.run(
-            [sys.executable, "-c", _CHILD, voice, repr(rate), repr(pitch), repr(VOLUME)],
-            input=text.encode("utf-8"),
-            capture_output=True,
-            check=False,
-            timeout=600,
-        )
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-c", _CHILD, voice, repr(rate), repr(pitch), repr(VOLUME)],
+                input=text.encode("utf-8"),
+                capture_output=True,
+                check=False,
+                timeout=600,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SynthesisError(f"pico voice {voice!r} could not run on {text[:60]!r}: {exc}") from exc
         if proc.returncode != 0 or not proc.stdout:
             detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no audio"]
             if "No module named" in detail[0]:
