@@ -90,7 +90,8 @@ def _rows(lang: str, split: str, doc: str, n: int, source: str = "handbook") -> 
     ]  # fmt: skip
 
 
-def test_plan_keeps_held_out_voices_out_of_training_and_joins_runs() -> None:
+def _two_language_pages() -> tuple[list[dict[str, str]], dict[str, dict[str, list[str]]]]:
+    """English and German train, test and dev pages, and voices: espeak-ng and Piper to train on, Pico held out."""
     rows = []
     for lang in ("en", "de"):
         rows += _rows(lang, "train", "handbook/a", 12) + _rows(lang, "test", "handbook/t", 4)
@@ -99,6 +100,11 @@ def test_plan_keeps_held_out_voices_out_of_training_and_joins_runs() -> None:
         "en": {"espeak": ["en-us", "en-us+m1"], "pico": ["en-GB", "en-US"], "piper": ["joe"]},
         "de": {"espeak": ["de", "de+f2"], "pico": ["de-DE"]},
     }
+    return rows, voices
+
+
+def test_plan_keeps_held_out_voices_out_of_training_and_joins_runs() -> None:
+    rows, voices = _two_language_pages()
     plans = plan(rows, voices, train_per_lang=6, join_share=1.0, max_seconds=25, augment_share=0.5, seed=3)
     train = [p for p in plans if p.split == "train"]
     assert train and all(p.synth != "pico" for p in train)  # Pico is the unseen-voice test's
@@ -120,14 +126,7 @@ def test_plan_keeps_held_out_voices_out_of_training_and_joins_runs() -> None:
 def test_held_out_plans_do_not_depend_on_the_training_size_or_voices() -> None:
     # A rebuild of the test sets alone (another --train-per-lang, another set of training voices installed) must
     # give the same clips: rate, pitch and voice included.
-    rows = []
-    for lang in ("en", "de"):
-        rows += _rows(lang, "train", "handbook/a", 12) + _rows(lang, "test", "handbook/t", 4)
-        rows += _rows(lang, "dev", "handbook/d", 3)
-    voices = {
-        "en": {"espeak": ["en-us", "en-us+m1"], "pico": ["en-GB", "en-US"], "piper": ["joe"]},
-        "de": {"espeak": ["de", "de+f2"], "pico": ["de-DE"]},
-    }
+    rows, voices = _two_language_pages()
     more_voices = {**voices, "en": {**voices["en"], "festival": ["kal_diphone"]}}
 
     def held_out(train_per_lang: int, voices: dict[str, dict[str, list[str]]]) -> list[Plan]:
